@@ -1,0 +1,161 @@
+"""Overhead of executor-exporter against the stdlib, measured in one interleaved run.
+
+Each round runs every scenario once on the stdlib pool and once on the instrumented
+pool, in alternating order, so that drifts of a shared machine hit both alike; the
+figure reported is the median over rounds of (instrumented time / stdlib time).
+
+    python benchmarks/bench.py            # all scenarios
+    python benchmarks/bench.py --quick    # fewer tasks and rounds, a smoke run
+    python benchmarks/bench.py --json out.json
+
+Targets (from the issues): thread pool <= 1.25x; process submit <= 1.10x; process
+chunked map <= 1.5x; a scrape of 100 executors < 10 ms.  This script reports what it
+measured and whether each target was met; it never fails on a miss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import gc
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+import executor_exporter as ee
+
+
+def noop(x: Any = None) -> Any:
+    return x
+
+
+def _time(fn: Callable[[], object]) -> float:
+    gc.collect()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _submit_wait(pool: cf.Executor, n: int) -> None:
+    cf.wait([pool.submit(noop) for _ in range(n)])
+
+
+def _map(pool: cf.Executor, n: int, chunksize: int = 1) -> None:
+    list(pool.map(noop, range(n), chunksize=chunksize))
+
+
+Scenario = tuple[str, Callable[[], cf.Executor], Callable[[], cf.Executor], Callable[[cf.Executor], None], float]
+
+
+def _scenarios(quick: bool, registry: CollectorRegistry) -> list[Scenario]:
+    n_thread = 10_000 if quick else 50_000
+    n_proc = 1_000 if quick else 5_000
+    n_map = 10_000 if quick else 50_000
+    return [
+        (
+            f"thread submit+wait {n_thread} no-ops, 4 workers",
+            lambda: cf.ThreadPoolExecutor(4),
+            lambda: ee.ThreadPoolExecutor(4, executor_id="bench", registry=registry),
+            lambda p: _submit_wait(p, n_thread),
+            1.25,
+        ),
+        (
+            f"thread list(map) {n_thread} no-ops, 4 workers",
+            lambda: cf.ThreadPoolExecutor(4),
+            lambda: ee.ThreadPoolExecutor(4, executor_id="bench", registry=registry),
+            lambda p: _map(p, n_thread),
+            1.25,
+        ),
+        (
+            f"process submit+wait {n_proc} tiny tasks, 2 workers",
+            lambda: cf.ProcessPoolExecutor(2),
+            lambda: ee.ProcessPoolExecutor(2, executor_id="bench", registry=registry),
+            lambda p: _submit_wait(p, n_proc),
+            1.10,
+        ),
+        (
+            f"process list(map) {n_map} no-ops chunksize=100, 2 workers",
+            lambda: cf.ProcessPoolExecutor(2),
+            lambda: ee.ProcessPoolExecutor(2, executor_id="bench", registry=registry),
+            lambda p: _map(p, n_map, chunksize=100),
+            1.5,
+        ),
+    ]
+
+
+def _run_pair(make: Callable[[], cf.Executor], work: Callable[[cf.Executor], None]) -> float:
+    with make() as pool:
+        work(pool)  # warm up: threads or processes started, imports done
+        return _time(lambda: work(pool))
+
+
+def _scrape(n_executors: int, rounds: int) -> float:
+    registry = CollectorRegistry()
+    pools = [ee.ThreadPoolExecutor(2, executor_id=f"e{i}", registry=registry) for i in range(n_executors)]
+    for p in pools:
+        cf.wait([p.submit(noop) for _ in range(20)])
+    times = []
+    for _ in range(rounds):
+        times.append(_time(lambda: generate_latest(registry)))
+    for p in pools:
+        p.shutdown()
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer tasks and rounds")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--only", default="", help="run scenarios whose name contains this")
+    parser.add_argument("--json", default=None, help="write the results to this file")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 7)
+    registry = CollectorRegistry()
+    results: dict[str, Any] = {"python": sys.version.split()[0], "rounds": rounds, "scenarios": {}}
+    print(f"Python {results['python']}, {rounds} interleaved rounds")
+    for name, make_std, make_ee, work, target in _scenarios(args.quick, registry):
+        if args.only not in name:
+            continue
+        ratios, std_t, ee_t = [], [], []
+        for r in range(rounds):
+            if r % 2:
+                e = _run_pair(make_ee, work)
+                s = _run_pair(make_std, work)
+            else:
+                s = _run_pair(make_std, work)
+                e = _run_pair(make_ee, work)
+            std_t.append(s)
+            ee_t.append(e)
+            ratios.append(e / s)
+        ratio = statistics.median(ratios)
+        verdict = "met" if ratio <= target else "MISSED"
+        print(
+            f"{name:<55} stdlib {statistics.median(std_t) * 1e3:8.1f} ms  "
+            f"ours {statistics.median(ee_t) * 1e3:8.1f} ms  ratio {ratio:5.2f} "
+            f"(target <= {target}: {verdict})"
+        )
+        results["scenarios"][name] = {
+            "stdlib_ms": statistics.median(std_t) * 1e3,
+            "ours_ms": statistics.median(ee_t) * 1e3,
+            "ratio": ratio,
+            "ratios": ratios,
+            "target": target,
+        }
+    if "scrape" in "scrape" + args.only and (not args.only or "scrape" in args.only):
+        ms = _scrape(100, 5 if args.quick else 20) * 1e3
+        verdict = "met" if ms < 10 else "MISSED"
+        print(f"{'scrape of 100 thread-pool executors':<55} {ms:8.2f} ms (target < 10 ms: {verdict})")
+        results["scrape_100_ms"] = ms
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

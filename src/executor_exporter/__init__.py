@@ -1,0 +1,27 @@
+"""Prometheus metrics for :mod:`concurrent.futures` executors.
+
+``ThreadPoolExecutor`` and ``ProcessPoolExecutor`` are drop-in replacements of the
+stdlib classes; ``ExecutorExporter`` with ``InstrumentedExecutorProxy`` instrument any
+other executor.  Metrics are computed when scraped, by one collector per registry.
+"""
+
+from __future__ import annotations
+
+from .collector import ExecutorCollector
+from .exporter import ExecutorExporter
+from .metrics import DEFAULT_BUCKETS, METRICS, MetricDefinition
+from .proxy import InstrumentedExecutorProxy
+from .stats import ExecutorStats, HistogramStats
+from .thread import ThreadPoolExecutor
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "METRICS",
+    "ExecutorCollector",
+    "ExecutorExporter",
+    "ExecutorStats",
+    "HistogramStats",
+    "InstrumentedExecutorProxy",
+    "MetricDefinition",
+    "ThreadPoolExecutor",
+]

@@ -1,0 +1,329 @@
+"""The numbers of one executor instance, and how they add up at read time.
+
+Writers never compute gauges.  Worker slots hold counters (see ``_layout``); the
+submitting side holds a few counters under a lock and the set of calls not yet done.
+Everything a scrape shows (queued, running, ages, busy time) is derived here when it is
+read, which keeps the per-task cost to a handful of additions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from operator import add
+from typing import Any, Protocol
+
+from ._layout import (
+    ABANDONED,
+    COMPLETED_SUM,
+    FAILED_SUM,
+    INITIALIZED,
+    RUN_START,
+    SUBMITTED,
+    SUBMITTER_WIDTH,
+    WAIT_SUM,
+    Layout,
+)
+from ._slots import ThreadSlots
+from .stats import ExecutorStats, HistogramStats
+
+
+_SWEEP_MIN = 1024
+
+
+class SlotSource(Protocol):
+    """Where the worker slots of an executor live (thread lists or shared memory)."""
+
+    def snapshot(self) -> list[list[float]]: ...
+
+
+class Call(Protocol):
+    """What the pending set holds: one submitted call (a task, or a map chunk)."""
+
+    t_submit: float
+    n: int
+    started: bool
+    future: Future[Any] | None
+
+
+class Totals:
+    """Summable numbers: one instance's reading, or several added up."""
+
+    __slots__ = (
+        "max_workers_total",
+        "initialized",
+        "submitted",
+        "cancelled",
+        "rejected_shutdown",
+        "rejected_broken",
+        "wait",
+        "wait_sum",
+        "completed",
+        "completed_sum",
+        "failed",
+        "failed_sum",
+        "busy",
+        "running",
+        "queued",
+        "workers",
+        "workers_max",
+        "oldest_queued_age",
+        "oldest_running_age",
+    )
+
+    def __init__(self, layout: Layout) -> None:
+        self.max_workers_total = 0
+        self.initialized = 0.0
+        self.submitted = 0
+        self.cancelled = 0
+        self.rejected_shutdown = 0
+        self.rejected_broken = 0
+        self.wait = [0.0] * (len(layout.wait_bounds) + 1)
+        self.wait_sum = 0.0
+        self.completed = [0.0] * (len(layout.duration_bounds) + 1)
+        self.completed_sum = 0.0
+        self.failed = [0.0] * (len(layout.duration_bounds) + 1)
+        self.failed_sum = 0.0
+        self.busy = 0.0
+        self.running = 0
+        self.queued = 0
+        self.workers: int | None = None
+        self.workers_max: int | None = None
+        self.oldest_queued_age = 0.0
+        self.oldest_running_age = 0.0
+
+    def add(self, other: Totals) -> None:
+        """Add ``other`` into this one (gauges add up too; ages take the oldest)."""
+        self.max_workers_total += other.max_workers_total
+        self.initialized += other.initialized
+        self.submitted += other.submitted
+        self.cancelled += other.cancelled
+        self.rejected_shutdown += other.rejected_shutdown
+        self.rejected_broken += other.rejected_broken
+        self.wait = list(map(add, self.wait, other.wait))
+        self.wait_sum += other.wait_sum
+        self.completed = list(map(add, self.completed, other.completed))
+        self.completed_sum += other.completed_sum
+        self.failed = list(map(add, self.failed, other.failed))
+        self.failed_sum += other.failed_sum
+        self.busy += other.busy
+        self.running += other.running
+        self.queued += other.queued
+        self.workers = _add_known(self.workers, other.workers)
+        self.workers_max = _add_known(self.workers_max, other.workers_max)
+        self.oldest_queued_age = max(self.oldest_queued_age, other.oldest_queued_age)
+        self.oldest_running_age = max(self.oldest_running_age, other.oldest_running_age)
+
+    def retire(self) -> Totals:
+        """Return the counters alone: what stays exported once an instance is gone."""
+        kept = Totals.__new__(Totals)
+        for name in Totals.__slots__:
+            setattr(kept, name, getattr(self, name))
+        kept.running = kept.queued = 0
+        kept.workers = 0 if self.workers is not None else None
+        kept.workers_max = 0 if self.workers_max is not None else None
+        kept.oldest_queued_age = kept.oldest_running_age = 0.0
+        return kept
+
+    def stats(self, executor_id: str, executor_type: str, layout: Layout) -> ExecutorStats:
+        """Freeze into the public snapshot type."""
+        return ExecutorStats(
+            executor_id=executor_id,
+            executor_type=executor_type,
+            max_workers_total=self.max_workers_total,
+            initialized_workers=round(self.initialized),
+            submitted=self.submitted,
+            queued=self.queued,
+            running=self.running,
+            completed=round(sum(self.completed)),
+            failed=round(sum(self.failed)),
+            cancelled=self.cancelled,
+            rejected_shutdown=self.rejected_shutdown,
+            rejected_broken=self.rejected_broken,
+            workers=self.workers,
+            workers_max=self.workers_max,
+            busy_seconds=self.busy,
+            oldest_queued_age=self.oldest_queued_age,
+            oldest_running_age=self.oldest_running_age,
+            wait=_histogram(layout.wait_bounds, self.wait, self.wait_sum),
+            completed_duration=_histogram(
+                layout.duration_bounds, self.completed, self.completed_sum
+            ),
+            failed_duration=_histogram(layout.duration_bounds, self.failed, self.failed_sum),
+        )
+
+
+def _add_known(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def _histogram(bounds: tuple[float, ...], buckets: Sequence[float], total: float) -> HistogramStats:
+    return HistogramStats(bounds, tuple(round(c) for c in itertools.accumulate(buckets)), total)
+
+
+class ExecutorState:
+    """Everything recorded for one executor instance.
+
+    The submitting side updates ``submitted``, ``cancelled``, ``abandoned`` and the
+    rejection counts under ``lock``; workers write only to their slots.  ``pending``
+    holds the calls whose futures are not done yet, in submission order, which is what
+    the oldest-queued age is read from.
+    """
+
+    def __init__(
+        self,
+        executor_id: str,
+        executor_type: str,
+        layout: Layout,
+        slots: SlotSource,
+        *,
+        knows_workers: bool,
+        live_workers: Callable[[], int] | None = None,
+    ) -> None:
+        self.executor_id = executor_id
+        self.executor_type = executor_type
+        self.layout = layout
+        self.slots = slots
+        self.knows_workers = knows_workers
+        self._live_workers = live_workers
+        self.lock = threading.Lock()
+        self.submitters = ThreadSlots(SUBMITTER_WIDTH)
+        self.cancelled = 0
+        self.abandoned = 0  # failed without starting, as the submitting side saw it
+        self.rejected_shutdown = 0
+        self.rejected_broken = 0
+        self.max_workers: int | None = None
+        self.max_workers_total = 0
+        self.live = True
+        #: Set when the owning executor is gone: the state is folded once quiescent.
+        self.closed = False
+        self.pending: dict[Call, None] = {}
+        #: Sweep from the submitting side when the pending set grows past this.
+        self.sweep_at = _SWEEP_MIN
+
+    # -- submitting side -------------------------------------------------------------
+
+    def add_max_workers(self, max_workers: int | None) -> None:
+        """Record the size of the pool (once per pool instance)."""
+        with self.lock:
+            self.max_workers = max_workers
+            self.max_workers_total += max_workers or 0
+
+    def rejected(self, exc: BaseException) -> None:
+        from concurrent.futures import BrokenExecutor
+
+        with self.lock:
+            if isinstance(exc, BrokenExecutor):
+                self.rejected_broken += 1
+            else:
+                self.rejected_shutdown += 1
+
+    def sweep(self) -> None:
+        """Settle the pending calls that ended without starting.
+
+        Those are cancelled (``cancel()``, ``shutdown(cancel_futures=True)``) or failed
+        by the executor itself (a broken pool).  Finding them here, at read time and now
+        and then from the submitting side, saves a future callback on every task.
+        """
+        with self.lock:
+            pending = self.pending
+            for _ in range(5):
+                try:
+                    ended = [
+                        c
+                        for c in pending
+                        if not c.started and c.future is not None and c.future.done()
+                    ]
+                    break
+                except RuntimeError:  # the dict changed size while we walked it: again
+                    continue
+            else:  # pragma: no cover - five concurrent resizes in a row
+                ended = []
+            for call in ended:
+                if pending.pop(call, 0) is None:
+                    assert call.future is not None
+                    if call.future.cancelled():
+                        self.cancelled += call.n
+                    else:
+                        self.abandoned += call.n
+            self.sweep_at = max(_SWEEP_MIN, 2 * len(pending))
+
+    def shut_down(self) -> None:
+        self.live = False
+
+    # -- reading ---------------------------------------------------------------------
+
+    def is_started(self, call: Call, slots: list[list[float]]) -> bool:
+        """Whether every item of a pending call has started (threads know directly)."""
+        return bool(getattr(call, "started", False))
+
+    def read(self, now: float) -> Totals:
+        """Return this instance's numbers at time ``now`` (``time.monotonic()``)."""
+        self.sweep()
+        layout = self.layout
+        slots = self.slots.snapshot()
+        t = Totals(layout)
+        width = layout.width
+        summed = [0.0] * width
+        in_flight = 0.0
+        oldest_start = 0.0
+        for slot in slots:
+            summed = list(map(add, summed, slot))
+            start = slot[RUN_START]
+            if start > 0.0:
+                in_flight += max(0.0, now - start)
+                if oldest_start == 0.0 or start < oldest_start:
+                    oldest_start = start
+        w, c, f = layout.wait, layout.completed, layout.failed
+        t.wait = summed[w:c]
+        t.completed = summed[c:f]
+        t.failed = summed[f:width]
+        t.wait_sum = summed[WAIT_SUM]
+        t.completed_sum = summed[COMPLETED_SUM]
+        t.failed_sum = summed[FAILED_SUM]
+        t.initialized = summed[INITIALIZED]
+        t.busy = t.completed_sum + t.failed_sum + in_flight
+        t.oldest_running_age = max(0.0, now - oldest_start) if oldest_start else 0.0
+        started = round(sum(t.wait))
+        slot_abandoned = round(summed[ABANDONED])
+        ended = round(sum(t.completed) + sum(t.failed)) - slot_abandoned
+        # Read after the worker slots: what they show as started was submitted before.
+        t.submitted = round(sum(slot[SUBMITTED] for slot in self.submitters.snapshot()))
+        with self.lock:
+            t.cancelled = self.cancelled
+            abandoned = self.abandoned
+            t.rejected_shutdown = self.rejected_shutdown
+            t.rejected_broken = self.rejected_broken
+            t.max_workers_total = self.max_workers_total
+            max_workers = self.max_workers
+        # Failed without starting: duration 0, so the first bucket.
+        t.failed[0] += abandoned
+        t.running = max(0, started - ended)
+        t.queued = max(0, t.submitted - started - t.cancelled - abandoned - slot_abandoned)
+        t.oldest_queued_age = self._oldest_queued_age(now, slots) if t.queued else 0.0
+        if self.knows_workers:
+            t.workers = self._live_workers() if self._live_workers else 0
+        if max_workers is not None:
+            t.workers_max = max_workers if self.live else 0
+        return t
+
+    def _oldest_queued_age(self, now: float, slots: list[list[float]]) -> float:
+        for _ in range(3):
+            try:
+                for call in self.pending:
+                    if not self.is_started(call, slots):
+                        return max(0.0, now - call.t_submit)
+                return 0.0
+            except RuntimeError:  # the dict changed size while we walked it: again
+                continue
+        return 0.0  # pragma: no cover - three concurrent resizes in a row
+
+    def stats(self, now: float) -> ExecutorStats:
+        """Return the public snapshot of this instance."""
+        return self.read(now).stats(self.executor_id, self.executor_type, self.layout)

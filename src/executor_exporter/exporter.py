@@ -1,0 +1,124 @@
+"""ExecutorExporter: the metrics of one executor instance, exported to a registry."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from ._layout import Layout, validate_buckets
+from ._slots import ThreadSlots
+from ._state import ExecutorState
+from .collector import collector_for
+from .stats import ExecutorStats
+
+__all__ = ["ExecutorExporter"]
+
+
+def resolve_id(executor_id: object, exporter_id: object) -> str:
+    """Return the ``executor`` label value from the two accepted spellings."""
+    if executor_id is not None and exporter_id is not None:
+        raise TypeError("pass executor_id or its alias exporter_id, not both")
+    value = executor_id if executor_id is not None else exporter_id
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"executor_id must be a str, not {type(value).__name__}")
+    return value
+
+
+def type_name(cls: type) -> str:
+    """The ``executor_type`` label: the fully qualified name of a class."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def make_layout(
+    wait_buckets: Iterable[float] | None, duration_buckets: Iterable[float] | None
+) -> Layout:
+    return Layout(
+        validate_buckets(wait_buckets, "wait_buckets"),
+        validate_buckets(duration_buckets, "duration_buckets"),
+    )
+
+
+def _close(state: ExecutorState) -> None:
+    state.live = False
+    state.closed = True
+
+
+class ExecutorExporter:
+    """Records and exports the metrics of one :class:`concurrent.futures.Executor`.
+
+    Pair it with :class:`~executor_exporter.InstrumentedExecutorProxy` to instrument an
+    executor of any kind::
+
+        exporter = ExecutorExporter(executor, executor_id="crawler")
+        pool = InstrumentedExecutorProxy(executor, exporter, max_workers=42)
+
+    ``executor_id`` (alias ``exporter_id``) is the ``executor`` label; instances sharing
+    an id and executor type are exported as one.  ``registry`` defaults to
+    prometheus_client's global registry.  ``wait_buckets`` and ``duration_buckets`` set
+    the histogram bounds in seconds (default :data:`~executor_exporter.DEFAULT_BUCKETS`);
+    instances sharing an id must share them.  Nothing is registered until the first
+    exporter is made for a registry, and then one collector serves all executors.
+    """
+
+    __slots__ = ("_state", "__weakref__")
+
+    def __init__(
+        self,
+        executor: Any,
+        executor_id: str | None = None,
+        *,
+        exporter_id: str | None = None,
+        registry: CollectorRegistry | None = None,
+        wait_buckets: Iterable[float] | None = None,
+        duration_buckets: Iterable[float] | None = None,
+    ) -> None:
+        if not callable(getattr(executor, "submit", None)):
+            raise TypeError(
+                f"executor must be a concurrent.futures.Executor, not {type(executor).__name__}"
+            )
+        layout = make_layout(wait_buckets, duration_buckets)
+        state = ExecutorState(
+            resolve_id(executor_id, exporter_id),
+            type_name(type(executor)),
+            layout,
+            ThreadSlots(layout.width),
+            knows_workers=False,
+        )
+        self._state = state
+        self._export(executor, registry)
+
+    @classmethod
+    def _for_state(cls, owner: object, state: ExecutorState, registry: CollectorRegistry | None
+                   ) -> ExecutorExporter:
+        """Export ``state`` on behalf of a drop-in executor ``owner``."""
+        self = cls.__new__(cls)
+        self._state = state
+        self._export(owner, registry)
+        return self
+
+    def _export(self, owner: object, registry: CollectorRegistry | None) -> None:
+        collector_for(registry).add(self._state)
+        # When the executor is gone its numbers are folded into its id's totals.
+        weakref.finalize(owner, _close, self._state)
+
+    @property
+    def executor_id(self) -> str:
+        """The ``executor`` label value (``""`` when no id was given)."""
+        return self._state.executor_id
+
+    @property
+    def executor_type(self) -> str:
+        """The ``executor_type`` label value: the wrapped executor's class."""
+        return self._state.executor_type
+
+    def stats(self) -> ExecutorStats:
+        """Return this instance's numbers now (the exported series add up instances
+        sharing an id)."""
+        return self._state.stats(time.monotonic())
+

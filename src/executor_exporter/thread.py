@@ -1,0 +1,98 @@
+"""ThreadPoolExecutor: the stdlib thread pool, instrumented."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry
+
+from ._layout import INITIALIZED
+from ._slots import ThreadSlots
+from ._state import ExecutorState
+from ._task import submit_task
+from .exporter import ExecutorExporter, make_layout, resolve_id, type_name
+from .stats import ExecutorStats
+
+__all__ = ["ThreadPoolExecutor"]
+
+_T = TypeVar("_T")
+
+
+class _WorkerInitializer:
+    """Runs in each new worker thread: the user's initializer, then the count."""
+
+    __slots__ = ("slots", "initializer")
+
+    def __init__(self, slots: ThreadSlots, initializer: Callable[..., object] | None) -> None:
+        self.slots = slots
+        self.initializer = initializer
+
+    def __call__(self, *initargs: Any) -> None:
+        if self.initializer is not None:
+            self.initializer(*initargs)  # raising breaks the pool, as in the stdlib
+        self.slots.get()[INITIALIZED] += 1.0
+
+
+class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A :class:`concurrent.futures.ThreadPoolExecutor` that exports its metrics.
+
+    Takes every argument of the stdlib class, positionally or by keyword, plus
+    ``executor_id`` (alias ``exporter_id``), the ``executor`` label, and the keyword
+    arguments of :class:`~executor_exporter.ExecutorExporter` (``registry``,
+    ``wait_buckets``, ``duration_buckets``).  Behaves exactly like the stdlib class.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "",
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        executor_id: str | None = None,
+        exporter_id: str | None = None,
+        registry: CollectorRegistry | None = None,
+        wait_buckets: Iterable[float] | None = None,
+        duration_buckets: Iterable[float] | None = None,
+    ) -> None:
+        name = resolve_id(executor_id, exporter_id)
+        layout = make_layout(wait_buckets, duration_buckets)
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        slots = ThreadSlots(layout.width)
+        state = ExecutorState(
+            name,
+            type_name(concurrent.futures.ThreadPoolExecutor),
+            layout,
+            slots,
+            knows_workers=True,
+            live_workers=slots.live,
+        )
+        # The stdlib validates the rest; nothing is exported until it has.
+        super().__init__(
+            max_workers, thread_name_prefix, _WorkerInitializer(slots, initializer), initargs
+        )
+        self._ee_state = state
+        state.add_max_workers(self._max_workers)
+        self._ee_exporter = ExecutorExporter._for_state(self, state, registry)
+
+    @property
+    def executor_id(self) -> str:
+        """The ``executor`` label value."""
+        return self._ee_state.executor_id
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        """Like the stdlib's ``submit``, recorded."""
+        return submit_task(self._ee_state, super().submit, fn, args, kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Like the stdlib's ``shutdown``; ``workers_max`` drops to 0."""
+        self._ee_state.shut_down()
+        super().shutdown(wait, cancel_futures=cancel_futures)
+
+    def stats(self) -> ExecutorStats:
+        """Return this pool's numbers now, as a frozen :class:`ExecutorStats`."""
+        return self._ee_exporter.stats()
