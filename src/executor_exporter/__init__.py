@@ -10,6 +10,7 @@ from __future__ import annotations
 from .collector import ExecutorCollector
 from .exporter import ExecutorExporter
 from .metrics import DEFAULT_BUCKETS, METRICS, MetricDefinition
+from .process import ProcessPoolExecutor
 from .proxy import InstrumentedExecutorProxy
 from .stats import ExecutorStats, HistogramStats
 from .thread import ThreadPoolExecutor
@@ -23,5 +24,6 @@ __all__ = [
     "HistogramStats",
     "InstrumentedExecutorProxy",
     "MetricDefinition",
+    "ProcessPoolExecutor",
     "ThreadPoolExecutor",
 ]

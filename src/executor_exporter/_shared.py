@@ -1,0 +1,95 @@
+"""Worker slots in shared memory, for process pools.
+
+The parent allocates one block of doubles holding ``capacity`` slots (the layout of
+``_layout``) before any worker starts, and hands it to every worker through the pool's
+initializer.  A worker claims a free slot under a cross-process lock when it starts and
+frees it when it exits normally, so the next worker (``max_tasks_per_child``) continues
+the same counters.  The parent only reads, except for the slot of a worker that died
+mid-task, which nobody else writes any more.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._layout import OWNER, Layout
+
+# Aligned 8-byte stores and loads are atomic on every platform CPython runs on, so a
+# reader sees each double either before or after a write, never torn.
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie not yet reaped counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - exists, owned by someone else
+        return True
+    return True
+
+
+def _doubles(raw: Any) -> memoryview:
+    return memoryview(raw).cast("B").cast("d")
+
+
+class SharedSlots:
+    """The parent's view of a process pool's slots."""
+
+    __slots__ = ("raw", "layout", "capacity", "_view")
+
+    def __init__(self, ctx: Any, layout: Layout, capacity: int) -> None:
+        self.layout = layout
+        self.capacity = capacity
+        self.raw = ctx.RawArray("d", capacity * layout.width)
+        self._view = _doubles(self.raw)
+
+    def slot(self, index: int) -> memoryview:
+        """A writable view of slot ``index``."""
+        w = self.layout.width
+        return self._view[index * w : (index + 1) * w]
+
+    def snapshot(self) -> list[list[float]]:
+        """Copy the slots that were ever used."""
+        view, w = self._view, self.layout.width
+        out = []
+        for i in range(self.capacity):
+            values: list[float] = view[i * w : (i + 1) * w].tolist()
+            if any(values):
+                out.append(values)
+        return out
+
+    def live(self) -> int:
+        """Number of slots held by a worker process that is still alive."""
+        view, w = self._view, self.layout.width
+        return sum(
+            1
+            for i in range(self.capacity)
+            if view[i * w + OWNER] and pid_alive(int(view[i * w + OWNER]))
+        )
+
+    def indexes(self) -> range:
+        return range(self.capacity)
+
+
+def claim(raw: Any, lock: Any, layout: Layout, capacity: int) -> tuple[int, memoryview] | None:
+    """Child side: take a free slot (or one whose owner died) and mark it ours."""
+    view = _doubles(raw)
+    w = layout.width
+    pid = os.getpid()
+    with lock:
+        for i in range(capacity):
+            owner = int(view[i * w + OWNER])
+            if owner == 0 or (owner != pid and not pid_alive(owner)):
+                view[i * w + OWNER] = float(pid)
+                return i, view[i * w : (i + 1) * w]
+    return None
+
+
+def release(raw: Any, lock: Any, layout: Layout, index: int) -> None:
+    """Child side, at a normal exit: give the slot back (its counters stay)."""
+    view = _doubles(raw)
+    with lock:
+        if int(view[index * layout.width + OWNER]) == os.getpid():
+            view[index * layout.width + OWNER] = 0.0
