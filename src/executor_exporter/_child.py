@@ -100,15 +100,19 @@ class Outcome:
     def __reduce__(self) -> tuple[Callable[[bytes], Outcome], tuple[bytes]]:
         # Pickle the payload here, so that a result or exception that does not pickle
         # still reaches the parent as an Outcome (the failure), like the stdlib reports it.
+        payload = (self.ok, self.value)
         try:
-            data = bytes(ForkingPickler.dumps((self.ok, self.value)))
-        except BaseException as exc:
-            data = bytes(ForkingPickler.dumps((False, _with_traceback(exc))))
+            data = pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            try:  # multiprocessing's own reducers (connections, sockets), as the stdlib
+                data = bytes(ForkingPickler.dumps(payload))
+            except BaseException as exc:
+                data = pickle.dumps((False, _with_traceback(exc)), pickle.HIGHEST_PROTOCOL)
         return (load_outcome, (data,))
 
 
 def load_outcome(data: bytes) -> Outcome:
-    ok, value = pickle.loads(data)
+    ok, value = ForkingPickler.loads(data)
     return Outcome(ok, value)
 
 
@@ -139,32 +143,33 @@ class Call:
         self.t_submit = t_submit
         self.chunk = chunk
 
-    def __getstate__(self) -> tuple[Any, ...]:
-        return (self.fn, self.args, self.kwargs, self.seq, self.t_submit, self.chunk)
-
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.fn, self.args, self.kwargs, self.seq, self.t_submit, self.chunk = state
+    def __reduce__(self) -> tuple[type[Call], tuple[Any, ...]]:
+        return (Call, (self.fn, self.args, self.kwargs, self.seq, self.t_submit, self.chunk))
 
     def __call__(self) -> Outcome:
         worker = _worker
         if worker is None:  # pragma: no cover - not started by our pool: just run it
             worker = ([0.0] * 64, Layout((1.0,), (1.0,)))
         slot, layout = worker
-        items = self.args if self.chunk else (self.args,)
+        chunk = self.chunk
+        items = self.args if chunk else (self.args,)
         n = len(items)
         fn = self.fn
         kwargs = self.kwargs or {}
         t_submit = self.t_submit
         wait_base, wait_bounds = layout.wait, layout.wait_bounds
         ok_base, fail_base, bounds = layout.completed, layout.failed, layout.duration_bounds
-        # Starts are counted by the wait histogram alone; the parent tells how many items
-        # of this call started from it and CHUNK_BASE, should this worker die.  Every
-        # event is one store, so a death at any point leaves a consistent slot.
-        slot[CHUNK_BASE] = sum(slot[wait_base : layout.completed])
+        # Starts are counted by the wait histogram alone; should this worker die, the
+        # parent tells how many items of this call started from it and CHUNK_BASE.  Each
+        # event is a single store, so a death at any point leaves a consistent slot.
+        # RUN_START is the start of the item running now if the slot shows more starts
+        # than ends; it is not cleared between items.
+        slot[CHUNK_BASE] = sum(slot[wait_base:ok_base])
         slot[RUN_SEQ] = float(self.seq)
-        results = []
-        for i, args in enumerate(items):
-            t_start = monotonic()
+        results: list[Any] = []
+        append = results.append
+        t_start = monotonic()
+        for args in items:
             wait = t_start - t_submit
             slot[RUN_START] = t_start
             slot[wait_base + bisect_left(wait_bounds, wait)] += 1.0
@@ -176,15 +181,15 @@ class Call:
                 slot[fail_base + bisect_left(bounds, elapsed)] += 1.0
                 slot[FAILED_SUM] += elapsed
                 # The rest of the chunk never runs, as in the stdlib: failed, duration 0.
-                rest = n - i - 1
+                rest = n - len(results) - 1
                 if rest:
-                    slot[ABANDONED] += rest
                     slot[fail_base] += rest
-                slot[RUN_START] = 0.0
+                    slot[ABANDONED] += rest
                 return Outcome(False, _with_traceback(exc))
-            elapsed = monotonic() - t_start
+            t_end = monotonic()
+            elapsed = t_end - t_start
             slot[ok_base + bisect_left(bounds, elapsed)] += 1.0
             slot[COMPLETED_SUM] += elapsed
-            slot[RUN_START] = 0.0
-            results.append(result)
-        return Outcome(True, results if self.chunk else results[0])
+            append(result)
+            t_start = t_end
+        return Outcome(True, results if chunk else results[0])

@@ -273,14 +273,16 @@ class ExecutorState:
         summed = [0.0] * width
         in_flight = 0.0
         oldest_start = 0.0
+        w, c, f = layout.wait, layout.completed, layout.failed
         for slot in slots:
             summed = list(map(add, summed, slot))
+            # A slot runs one item at a time (nested inline tasks aside): it is busy when
+            # it shows more starts than ends, and RUN_START is then that item's start.
             start = slot[RUN_START]
-            if start > 0.0:
+            if start > 0.0 and sum(slot[w:c]) > sum(slot[c:width]) - slot[ABANDONED]:
                 in_flight += max(0.0, now - start)
                 if oldest_start == 0.0 or start < oldest_start:
                     oldest_start = start
-        w, c, f = layout.wait, layout.completed, layout.failed
         t.wait = summed[w:c]
         t.completed = summed[c:f]
         t.failed = summed[f:width]

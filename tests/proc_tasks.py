@@ -1,0 +1,76 @@
+"""Module-level task functions for process-pool tests (they must pickle under spawn)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+_initialized: list[Any] = []
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(x: int, y: int, *, z: int = 0) -> int:
+    return x + y + z
+
+
+def echo_kwargs(**kwargs: Any) -> dict[str, Any]:
+    return kwargs
+
+
+def raise_at(x: int, bad: int = 7) -> int:
+    if x == bad:
+        raise ValueError(f"bad item {x}")  # the line the remote traceback must show
+    return x
+
+
+def raise_base(x: int) -> int:
+    raise KeyboardInterrupt(x)
+
+
+def sleep_return(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def wait_for_file(path: str, timeout: float = 30.0) -> str:
+    """Block until ``path`` exists: lets a test hold workers busy, then release them."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.005)
+    return path
+
+
+def kill_self_at(x: int, bad: int = 13) -> int:
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.002)
+    return x
+
+
+def exit_now(code: int = 3) -> None:
+    os._exit(code)
+
+
+def getpid(_: Any = None) -> int:
+    return os.getpid()
+
+
+def unpicklable_result(_: Any = None) -> Any:
+    return threading.Lock()
+
+
+def init_record(path: str) -> None:
+    with open(os.path.join(path, str(os.getpid())), "w") as f:
+        f.write("ok")
+
+
+def init_fail() -> None:
+    raise RuntimeError("initializer failed on purpose")

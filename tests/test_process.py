@@ -1,0 +1,327 @@
+"""ProcessPoolExecutor: stdlib behaviour under every start method, numbers true in the parent."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from executor_exporter import ExecutorStats, ProcessPoolExecutor
+
+import proc_tasks as t
+
+METHODS = ["fork", "spawn", "forkserver"]
+
+
+def check_invariants(s: ExecutorStats) -> None:
+    """Spec section 4 at quiescence."""
+    assert s.submitted == s.queued + s.running + s.completed + s.failed + s.cancelled, s
+    assert min(s.queued, s.running, s.completed, s.failed, s.cancelled) >= 0, s
+    assert s.wait.sum >= 0 and s.completed_duration.sum >= 0 and s.failed_duration.sum >= 0
+
+
+def settle(pool: ProcessPoolExecutor, **expected: int) -> ExecutorStats:
+    """Read stats until they show ``expected`` (results reach the parent asynchronously)."""
+    deadline = time.monotonic() + 20
+    while True:
+        s = pool.stats()
+        if all(getattr(s, k) == v for k, v in expected.items()) or time.monotonic() > deadline:
+            return s
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture(params=METHODS)
+def ctx(request: pytest.FixtureRequest) -> mp.context.BaseContext:
+    return mp.get_context(request.param)
+
+
+def test_is_a_stdlib_process_pool(registry: CollectorRegistry) -> None:
+    with ProcessPoolExecutor(1, registry=registry) as pool:
+        assert isinstance(pool, cf.ProcessPoolExecutor)
+        assert pool._max_workers == 1
+
+
+def test_submit_map_partial_kwargs(ctx: mp.context.BaseContext, registry: CollectorRegistry) -> None:
+    with ProcessPoolExecutor(2, mp_context=ctx, executor_id="p", registry=registry) as pool:
+        assert pool.submit(t.square, 7).result() == 49
+        assert pool.submit(t.add, 1, 2, z=3).result() == 6
+        assert pool.submit(functools.partial(t.add, 10), 5).result() == 15
+        assert pool.submit(t.echo_kwargs, fn=1, self=2, key=3).result() == {
+            "fn": 1, "self": 2, "key": 3,
+        }
+        assert list(pool.map(t.square, range(50), chunksize=7)) == [x * x for x in range(50)]
+        assert list(pool.map(t.add, [1, 2], [10, 20])) == [11, 22]
+    s = pool.stats()
+    assert s.submitted == 4 + 50 + 2
+    assert s.completed == 56 and s.failed == 0
+    assert s.wait.count == 56
+    check_invariants(s)
+
+
+def test_initializer_counts_every_worker(
+    ctx: mp.context.BaseContext, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    with ProcessPoolExecutor(
+        2, mp_context=ctx, initializer=t.init_record, initargs=(str(tmp_path),), registry=registry
+    ) as pool:
+        pids = {pool.submit(t.getpid).result() for _ in range(20)}
+    ran_in = {int(p.name) for p in tmp_path.iterdir()}
+    assert pids <= ran_in
+    assert pool.stats().initialized_workers == len(ran_in)
+
+
+def test_exception_keeps_remote_traceback(
+    ctx: mp.context.BaseContext, registry: CollectorRegistry
+) -> None:
+    with ProcessPoolExecutor(2, mp_context=ctx, registry=registry) as pool:
+        exc = pool.submit(t.raise_at, 7).exception()
+        assert type(exc) is ValueError and exc.args == ("bad item 7",)
+        assert type(exc.__cause__) is cf.process._RemoteTraceback
+        assert "the line the remote traceback must show" in exc.__cause__.tb
+        base = pool.submit(t.raise_base, 1).exception()
+        assert type(base) is KeyboardInterrupt
+    s = pool.stats()
+    assert (s.completed, s.failed) == (0, 2)
+    check_invariants(s)
+
+
+def test_map_chunk_stops_at_the_failing_item(registry: CollectorRegistry) -> None:
+    with ProcessPoolExecutor(1, executor_id="m", registry=registry) as pool:
+        it = pool.map(t.raise_at, range(10), chunksize=5)
+        assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
+        with pytest.raises(ValueError, match="bad item 7"):
+            next(it)
+    s = pool.stats()
+    # Chunk 5..9: 5 and 6 complete, 7 fails, 8 and 9 never run (failed, duration 0).
+    assert s.submitted == 10
+    assert (s.completed, s.failed, s.cancelled) == (7, 3, 0)
+    assert s.wait.count == 8
+    assert s.failed_duration.buckets[0] >= 2
+    check_invariants(s)
+
+
+def test_map_timeout(registry: CollectorRegistry) -> None:
+    with ProcessPoolExecutor(1, registry=registry) as pool:
+        it = pool.map(t.sleep_return, [0.0, 2.0], timeout=0.5)
+        assert next(it) == 0.0
+        with pytest.raises(cf.TimeoutError):
+            next(it)
+
+
+def test_map_rejects_bad_chunksize(registry: CollectorRegistry) -> None:
+    with ProcessPoolExecutor(1, registry=registry) as pool, pytest.raises(
+        ValueError, match="chunksize must be >= 1."
+    ):
+        pool.map(t.square, range(3), chunksize=0)
+
+
+def test_running_is_one_per_worker_and_wait_ends_at_child_start(
+    registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    gate = str(tmp_path / "go")
+    with ProcessPoolExecutor(2, executor_id="w", registry=registry) as pool:
+        fs = [pool.submit(t.wait_for_file, gate) for _ in range(6)]
+        s = settle(pool, running=2)
+        # Two run, four wait (the stdlib already calls some of those "running").
+        assert (s.running, s.queued) == (2, 4)
+        assert sum(f.running() for f in fs) >= 2
+        time.sleep(0.2)
+        s2 = pool.stats()
+        assert s2.oldest_queued_age > s.oldest_queued_age > 0
+        assert s2.oldest_running_age > 0.2
+        assert s2.busy_seconds > s.busy_seconds
+        assert s2.wait.count == 2
+        Path(gate).touch()
+        cf.wait(fs)
+    s = pool.stats()
+    assert (s.running, s.queued, s.completed) == (0, 0, 6)
+    assert s.oldest_queued_age == s.oldest_running_age == 0
+    check_invariants(s)
+
+
+def test_chunk_of_many_items_is_one_running_task(registry: CollectorRegistry, tmp_path: Path) -> None:
+    gate = str(tmp_path / "go")
+    with ProcessPoolExecutor(1, registry=registry) as pool:
+        it = pool.map(t.wait_for_file, [gate] * 100, chunksize=100)
+        s = settle(pool, running=1)
+        assert (s.submitted, s.running, s.queued) == (100, 1, 99)
+        Path(gate).touch()
+        assert len(list(it)) == 100
+    check_invariants(pool.stats())
+
+
+def test_cancel_queued_future(registry: CollectorRegistry, tmp_path: Path) -> None:
+    gate = str(tmp_path / "go")
+    with ProcessPoolExecutor(1, registry=registry) as pool:
+        fs = [pool.submit(t.wait_for_file, gate) for _ in range(5)]
+        settle(pool, running=1)
+        assert fs[-1].cancel()
+        assert fs[-1].cancelled()
+        assert not fs[0].cancel()  # running: the stdlib refuses too
+        with pytest.raises(cf.CancelledError):
+            fs[-1].result()
+        Path(gate).touch()
+    s = pool.stats()
+    assert s.cancelled == 1 and s.completed == 4
+    assert s.wait.count == 4
+    check_invariants(s)
+
+
+def test_shutdown_cancel_futures(registry: CollectorRegistry, tmp_path: Path) -> None:
+    gate = str(tmp_path / "go")
+    pool = ProcessPoolExecutor(1, registry=registry)
+    fs = [pool.submit(t.wait_for_file, gate) for _ in range(8)]
+    settle(pool, running=1)
+    Path(gate).touch()
+    pool.shutdown(wait=True, cancel_futures=True)
+    s = pool.stats()
+    assert s.cancelled == sum(f.cancelled() for f in fs) > 0
+    assert (s.running, s.queued, s.workers_max, s.workers) == (0, 0, 0, 0)
+    check_invariants(s)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_worker_killed_mid_map(method: str, registry: CollectorRegistry) -> None:
+    pool = ProcessPoolExecutor(2, mp_context=mp.get_context(method), registry=registry)
+    with pytest.raises(cf.process.BrokenProcessPool):
+        list(pool.map(t.kill_self_at, range(60), chunksize=5))
+    with pytest.raises(cf.process.BrokenProcessPool):
+        pool.submit(t.square, 1)
+    pool.shutdown()
+    s = pool.stats()
+    assert s.submitted == 60 and s.rejected_broken == 1
+    assert (s.running, s.queued) == (0, 0)
+    assert s.failed >= 1
+    # Started items either completed or failed; the others failed without starting.
+    assert s.completed < s.wait.count <= s.completed + s.failed
+    check_invariants(s)
+    assert not mp.active_children()
+
+
+def test_worker_exit_breaks_pool_like_stdlib(registry: CollectorRegistry) -> None:
+    with ProcessPoolExecutor(1, registry=registry) as pool:
+        exc = pool.submit(t.exit_now).exception()
+        assert isinstance(exc, cf.process.BrokenProcessPool)
+    s = pool.stats()
+    assert (s.submitted, s.failed, s.running, s.queued) == (1, 1, 0, 0)
+    assert s.wait.count == 1  # it had started
+    check_invariants(s)
+
+
+def test_failing_initializer(registry: CollectorRegistry) -> None:
+    with ProcessPoolExecutor(2, initializer=t.init_fail, registry=registry) as pool:
+        exc = pool.submit(t.square, 2).exception()
+        assert isinstance(exc, cf.process.BrokenProcessPool)
+    s = pool.stats()
+    assert (s.submitted, s.failed, s.wait.count, s.initialized_workers) == (1, 1, 0, 0)
+    check_invariants(s)
+
+
+def test_unpicklable_argument_like_stdlib(registry: CollectorRegistry) -> None:
+    import threading
+
+    with cf.ProcessPoolExecutor(1) as std:
+        expected = std.submit(t.square, threading.Lock()).exception()
+    with ProcessPoolExecutor(1, registry=registry) as pool:
+        got = pool.submit(t.square, threading.Lock()).exception()
+        assert pool.submit(t.square, 3).result() == 9  # the pool still works
+    assert type(got) is type(expected)
+    assert str(got) == str(expected)
+    s = pool.stats()
+    assert (s.submitted, s.completed, s.failed, s.wait.count) == (2, 1, 1, 1)
+    check_invariants(s)
+
+
+def test_unpicklable_result_like_stdlib(registry: CollectorRegistry) -> None:
+    with cf.ProcessPoolExecutor(1) as std:
+        expected = std.submit(t.unpicklable_result).exception()
+    with ProcessPoolExecutor(1, registry=registry) as pool:
+        got = pool.submit(t.unpicklable_result).exception()
+        assert pool.submit(t.square, 3).result() == 9
+    assert type(got) is type(expected)
+    assert str(got) == str(expected)
+    check_invariants(pool.stats())
+
+
+def test_unpicklable_task_like_stdlib(registry: CollectorRegistry) -> None:
+    with cf.ProcessPoolExecutor(1) as std:
+        expected = std.submit(lambda: 1).exception()
+    with ProcessPoolExecutor(1, registry=registry) as pool:
+        got = pool.submit(lambda: 1).exception()
+    assert type(got) is type(expected)
+    check_invariants(pool.stats())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="max_tasks_per_child is 3.11+")
+def test_max_tasks_per_child_replaces_workers(registry: CollectorRegistry, tmp_path: Path) -> None:
+    with ProcessPoolExecutor(
+        1,
+        max_tasks_per_child=2,
+        initializer=t.init_record,
+        initargs=(str(tmp_path),),
+        registry=registry,
+    ) as pool:
+        pids = [pool.submit(t.getpid).result() for _ in range(6)]
+    assert len(set(pids)) == 3
+    s = pool.stats()
+    # The stdlib starts a replacement after the last exit too: it never gets a task.
+    started = {int(p.name) for p in tmp_path.iterdir()}
+    assert set(pids) <= started
+    assert s.initialized_workers == len(started)
+    assert (s.completed, s.workers) == (6, 0)
+    check_invariants(s)
+
+
+def test_workers_gauge_follows_processes(registry: CollectorRegistry) -> None:
+    pool = ProcessPoolExecutor(2, mp_context=mp.get_context("fork"), registry=registry)
+    assert pool.stats().workers == 0
+    pool.submit(t.square, 1).result()
+    s = settle(pool, workers=2)
+    assert (s.workers, s.workers_max) == (2, 2)
+    pool.shutdown()
+    s = pool.stats()
+    assert (s.workers, s.workers_max) == (0, 0)
+
+
+def test_submit_after_shutdown_is_rejected(registry: CollectorRegistry) -> None:
+    pool = ProcessPoolExecutor(1, registry=registry)
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(t.square, 1)
+    s = pool.stats()
+    assert (s.submitted, s.rejected_shutdown) == (0, 1)
+
+
+def test_constructor_errors_like_stdlib(registry: CollectorRegistry) -> None:
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        ProcessPoolExecutor(0, registry=registry)
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        ProcessPoolExecutor(1, initializer=3, registry=registry)  # type: ignore[arg-type]
+    assert registry.get_sample_value(
+        "python_executor_max_workers_total",
+        {"executor": "", "executor_type": "concurrent.futures.process.ProcessPoolExecutor"},
+    ) is None
+
+
+def test_metrics_in_the_parent_registry(registry: CollectorRegistry) -> None:
+    with ProcessPoolExecutor(2, executor_id="render", registry=registry) as pool:
+        list(pool.map(t.square, range(100), chunksize=10))
+    labels = {"executor": "render", "executor_type": "concurrent.futures.process.ProcessPoolExecutor"}
+    assert registry.get_sample_value("python_executor_submitted_tasks_total", labels) == 100
+    assert registry.get_sample_value("python_executor_task_wait_seconds_count", labels) == 100
+    assert registry.get_sample_value(
+        "python_executor_tasks_duration_seconds_count", {**labels, "result": "completed"}
+    ) == 100
+    assert registry.get_sample_value("python_executor_max_workers_total", labels) == 2
+    assert registry.get_sample_value("python_executor_running_tasks_total", labels) == 0
