@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from executor_exporter import ExecutorStats, ProcessPoolExecutor
-
 import proc_tasks as t
+from executor_exporter import ExecutorStats, ProcessPoolExecutor
 
 METHODS = ["fork", "spawn", "forkserver"]
 
@@ -52,13 +51,17 @@ def test_is_a_stdlib_process_pool(registry: CollectorRegistry) -> None:
         assert pool._max_workers == 1
 
 
-def test_submit_map_partial_kwargs(ctx: mp.context.BaseContext, registry: CollectorRegistry) -> None:
+def test_submit_map_partial_kwargs(
+    ctx: mp.context.BaseContext, registry: CollectorRegistry
+) -> None:
     with ProcessPoolExecutor(2, mp_context=ctx, executor_id="p", registry=registry) as pool:
         assert pool.submit(t.square, 7).result() == 49
         assert pool.submit(t.add, 1, 2, z=3).result() == 6
         assert pool.submit(functools.partial(t.add, 10), 5).result() == 15
         assert pool.submit(t.echo_kwargs, fn=1, self=2, key=3).result() == {
-            "fn": 1, "self": 2, "key": 3,
+            "fn": 1,
+            "self": 2,
+            "key": 3,
         }
         assert list(pool.map(t.square, range(50), chunksize=7)) == [x * x for x in range(50)]
         assert list(pool.map(t.add, [1, 2], [10, 20])) == [11, 22]
@@ -120,8 +123,9 @@ def test_map_timeout(registry: CollectorRegistry) -> None:
 
 
 def test_map_rejects_bad_chunksize(registry: CollectorRegistry) -> None:
-    with ProcessPoolExecutor(1, registry=registry) as pool, pytest.raises(
-        ValueError, match="chunksize must be >= 1."
+    with (
+        ProcessPoolExecutor(1, registry=registry) as pool,
+        pytest.raises(ValueError, match=r"chunksize must be >= 1\."),
     ):
         pool.map(t.square, range(3), chunksize=0)
 
@@ -150,7 +154,9 @@ def test_running_is_one_per_worker_and_wait_ends_at_child_start(
     check_invariants(s)
 
 
-def test_chunk_of_many_items_is_one_running_task(registry: CollectorRegistry, tmp_path: Path) -> None:
+def test_chunk_of_many_items_is_one_running_task(
+    registry: CollectorRegistry, tmp_path: Path
+) -> None:
     gate = str(tmp_path / "go")
     with ProcessPoolExecutor(1, registry=registry) as pool:
         it = pool.map(t.wait_for_file, [gate] * 100, chunksize=100)
@@ -308,20 +314,29 @@ def test_constructor_errors_like_stdlib(registry: CollectorRegistry) -> None:
         ProcessPoolExecutor(0, registry=registry)
     with pytest.raises(TypeError, match="initializer must be a callable"):
         ProcessPoolExecutor(1, initializer=3, registry=registry)  # type: ignore[arg-type]
-    assert registry.get_sample_value(
-        "python_executor_max_workers_total",
-        {"executor": "", "executor_type": "concurrent.futures.process.ProcessPoolExecutor"},
-    ) is None
+    assert (
+        registry.get_sample_value(
+            "python_executor_max_workers_total",
+            {"executor": "", "executor_type": "concurrent.futures.process.ProcessPoolExecutor"},
+        )
+        is None
+    )
 
 
 def test_metrics_in_the_parent_registry(registry: CollectorRegistry) -> None:
     with ProcessPoolExecutor(2, executor_id="render", registry=registry) as pool:
         list(pool.map(t.square, range(100), chunksize=10))
-    labels = {"executor": "render", "executor_type": "concurrent.futures.process.ProcessPoolExecutor"}
+    labels = {
+        "executor": "render",
+        "executor_type": "concurrent.futures.process.ProcessPoolExecutor",
+    }
     assert registry.get_sample_value("python_executor_submitted_tasks_total", labels) == 100
     assert registry.get_sample_value("python_executor_task_wait_seconds_count", labels) == 100
-    assert registry.get_sample_value(
-        "python_executor_tasks_duration_seconds_count", {**labels, "result": "completed"}
-    ) == 100
+    assert (
+        registry.get_sample_value(
+            "python_executor_tasks_duration_seconds_count", {**labels, "result": "completed"}
+        )
+        == 100
+    )
     assert registry.get_sample_value("python_executor_max_workers_total", labels) == 2
     assert registry.get_sample_value("python_executor_running_tasks_total", labels) == 0

@@ -16,6 +16,10 @@ from __future__ import annotations
 import pickle
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
+
+# The stdlib's own wrapper keeps the remote traceback text exactly as the stdlib shows it
+# (exc.__cause__ is a concurrent.futures.process._RemoteTraceback, as with the stdlib).
+from concurrent.futures.process import _ExceptionWithTraceback
 from multiprocessing.reduction import ForkingPickler
 from multiprocessing.util import Finalize
 from time import monotonic
@@ -23,21 +27,16 @@ from typing import Any
 
 from ._layout import (
     ABANDONED,
+    CHUNK_BASE,
     COMPLETED_SUM,
     FAILED_SUM,
     INITIALIZED,
-    CHUNK_BASE,
     RUN_SEQ,
     RUN_START,
     WAIT_SUM,
     Layout,
 )
 from ._shared import claim, release
-
-try:  # the stdlib's own wrapper keeps the remote traceback text exactly as it shows it
-    from concurrent.futures.process import _ExceptionWithTraceback
-except ImportError:  # pragma: no cover - every supported Python has it
-    _ExceptionWithTraceback = None
 
 # (slot, layout) of this worker process, set by WorkerBoot; None in the parent.
 _worker: tuple[Any, Layout] | None = None
@@ -50,7 +49,7 @@ class WorkerBoot:
     multiprocessing context, before any worker is started.
     """
 
-    __slots__ = ("initializer", "initargs", "raw", "lock", "layout", "capacity")
+    __slots__ = ("capacity", "initargs", "initializer", "layout", "lock", "raw")
 
     def __init__(
         self,
@@ -117,15 +116,13 @@ def load_outcome(data: bytes) -> Outcome:
 
 
 def _with_traceback(exc: BaseException) -> Any:
-    if _ExceptionWithTraceback is None:  # pragma: no cover
-        return exc
-    return _ExceptionWithTraceback(exc, exc.__traceback__)
+    return _ExceptionWithTraceback(exc, exc.__traceback__)  # type: ignore[arg-type]
 
 
 class Call:
     """One submitted call (``chunk`` False) or one ``map`` chunk of argument tuples."""
 
-    __slots__ = ("fn", "args", "kwargs", "seq", "t_submit", "chunk")
+    __slots__ = ("args", "chunk", "fn", "kwargs", "seq", "t_submit")
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ increment, and the count is the sum of the buckets, so count and buckets never d
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -55,7 +56,7 @@ def validate_buckets(buckets: Iterable[float] | None, what: str) -> tuple[float,
         raise ValueError(f"{what} must be finite (+Inf is implied)")
     if any(b <= 0 for b in bounds):
         raise ValueError(f"{what} must be positive (waits and durations are >= 0)")
-    if any(a >= b for a, b in zip(bounds, bounds[1:])):
+    if any(a >= b for a, b in itertools.pairwise(bounds)):
         raise ValueError(f"{what} must be strictly increasing")
     return tuple(bounds)
 
@@ -63,7 +64,7 @@ def validate_buckets(buckets: Iterable[float] | None, what: str) -> tuple[float,
 class Layout:
     """Offsets of the histogram buckets for one pair of bucket lists."""
 
-    __slots__ = ("wait_bounds", "duration_bounds", "wait", "completed", "failed", "width")
+    __slots__ = ("completed", "duration_bounds", "failed", "wait", "wait_bounds", "width")
 
     def __init__(self, wait_bounds: Sequence[float], duration_bounds: Sequence[float]) -> None:
         self.wait_bounds = tuple(wait_bounds)

@@ -30,14 +30,18 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _doubles(raw: Any) -> memoryview:
+# A memoryview of doubles; typed Any since typeshed types item stores on int views.
+Slot = Any
+
+
+def _doubles(raw: Any) -> Slot:
     return memoryview(raw).cast("B").cast("d")
 
 
 class SharedSlots:
     """The parent's view of a process pool's slots."""
 
-    __slots__ = ("raw", "layout", "capacity", "_view")
+    __slots__ = ("_view", "capacity", "layout", "raw")
 
     def __init__(self, ctx: Any, layout: Layout, capacity: int) -> None:
         self.layout = layout
@@ -45,7 +49,7 @@ class SharedSlots:
         self.raw = ctx.RawArray("d", capacity * layout.width)
         self._view = _doubles(self.raw)
 
-    def slot(self, index: int) -> memoryview:
+    def slot(self, index: int) -> Slot:
         """A writable view of slot ``index``."""
         w = self.layout.width
         return self._view[index * w : (index + 1) * w]
@@ -73,7 +77,7 @@ class SharedSlots:
         return range(self.capacity)
 
 
-def claim(raw: Any, lock: Any, layout: Layout, capacity: int) -> tuple[int, memoryview] | None:
+def claim(raw: Any, lock: Any, layout: Layout, capacity: int) -> tuple[int, Slot] | None:
     """Child side: take a free slot (or one whose owner died) and mark it ours."""
     view = _doubles(raw)
     w = layout.width

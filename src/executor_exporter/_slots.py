@@ -23,7 +23,7 @@ class _Token:
 class ThreadSlots:
     """The slots of one executor instance's worker threads."""
 
-    __slots__ = ("_width", "_local", "_free", "_owners", "slots")
+    __slots__ = ("_free", "_local", "_owners", "_width", "slots")
 
     def __init__(self, width: int) -> None:
         self._width = width

@@ -29,7 +29,6 @@ from ._layout import (
 from ._slots import ThreadSlots
 from .stats import ExecutorStats, HistogramStats
 
-
 _SWEEP_MIN = 1024
 
 
@@ -52,25 +51,25 @@ class Totals:
     """Summable numbers: one instance's reading, or several added up."""
 
     __slots__ = (
-        "max_workers_total",
-        "initialized",
-        "submitted",
+        "busy",
         "cancelled",
-        "rejected_shutdown",
-        "rejected_broken",
-        "wait",
-        "wait_sum",
         "completed",
         "completed_sum",
         "failed",
         "failed_sum",
-        "busy",
-        "running",
-        "queued",
-        "workers",
-        "workers_max",
+        "initialized",
+        "max_workers_total",
         "oldest_queued_age",
         "oldest_running_age",
+        "queued",
+        "rejected_broken",
+        "rejected_shutdown",
+        "running",
+        "submitted",
+        "wait",
+        "wait_sum",
+        "workers",
+        "workers_max",
     )
 
     def __init__(self, layout: Layout) -> None:
@@ -120,7 +119,8 @@ class Totals:
         """Return the counters alone: what stays exported once an instance is gone."""
         kept = Totals.__new__(Totals)
         for name in Totals.__slots__:
-            setattr(kept, name, getattr(self, name))
+            value = getattr(self, name)
+            setattr(kept, name, value[:] if isinstance(value, list) else value)
         kept.running = kept.queued = 0
         kept.workers = 0 if self.workers is not None else None
         kept.workers_max = 0 if self.workers_max is not None else None
@@ -163,7 +163,9 @@ def _add_known(a: int | None, b: int | None) -> int | None:
     return a + b
 
 
-def _histogram(bounds: tuple[float, ...], buckets: Sequence[float], total: float) -> HistogramStats:
+def _histogram(
+    bounds: tuple[float, ...], buckets: Sequence[float], total: float
+) -> HistogramStats:
     return HistogramStats(bounds, tuple(round(c) for c in itertools.accumulate(buckets)), total)
 
 
@@ -203,7 +205,7 @@ class ExecutorState:
         self.live = True
         #: Set when the owning executor is gone: the state is folded once quiescent.
         self.closed = False
-        self.pending: dict[Call, None] = {}
+        self.pending: dict[Any, None] = {}
         #: Sweep from the submitting side when the pending set grows past this.
         self.sweep_at = _SWEEP_MIN
 
@@ -320,7 +322,7 @@ class ExecutorState:
             try:
                 for call in self.pending:
                     if not self.is_started(call, slots):
-                        return max(0.0, now - call.t_submit)
+                        return max(0.0, now - float(call.t_submit))
                 return 0.0
             except RuntimeError:  # the dict changed size while we walked it: again
                 continue

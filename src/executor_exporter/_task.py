@@ -21,7 +21,7 @@ from ._state import ExecutorState
 class ThreadTask:
     """Wraps one submitted call; run by a worker thread in place of the call."""
 
-    __slots__ = ("fn", "args", "kwargs", "state", "t_submit", "started", "future")
+    __slots__ = ("args", "fn", "future", "kwargs", "started", "state", "t_submit")
 
     # A task is one item (a process-pool map chunk may be many).
     n = 1

@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from . import metrics as m
@@ -34,29 +35,38 @@ __all__ = ["ExecutorCollector", "collector_for"]
 class _Group:
     """The instances exported under one (executor, executor_type) label pair."""
 
-    __slots__ = ("layout", "states", "retired", "busy_floor")
+    __slots__ = ("busy_floor", "layout", "retired", "states")
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.states: list[ExecutorState] = []
-        self.retired = Totals(layout)
+        self.retired: Totals | None = None
         # busy_seconds mixes finished durations with the elapsed part of running tasks;
         # read while a task ends it may dip by a hair.  A counter must never go back.
         self.busy_floor = 0.0
 
     def read(self, now: float) -> Totals:
-        total = Totals(self.layout)
-        total.add(self.retired)
+        # Fresh objects only: Totals.add mutates its left side.
+        total = None if self.retired is None else self.retired.retire()
         kept = []
         for state in self.states:
             t = state.read(now)
             if state.closed and not state.pending and t.running == 0:
-                self.retired.add(t.retire())
-                total.add(t.retire())
-                continue
-            kept.append(state)
-            total.add(t)
+                # Quiescent and its executor gone: keep only its counters.
+                t = t.retire()
+                if self.retired is None:
+                    self.retired = t.retire()
+                else:
+                    self.retired.add(t)
+            else:
+                kept.append(state)
+            if total is None:
+                total = t
+            else:
+                total.add(t)
         self.states = kept
+        if total is None:
+            total = Totals(self.layout)
         self.busy_floor = total.busy = max(self.busy_floor, total.busy)
         return total
 
@@ -103,84 +113,77 @@ class ExecutorCollector(Collector):
 def _families(
     totals: dict[tuple[str, str], Totals], layouts: dict[tuple[str, str], Layout]
 ) -> Iterator[Metric]:
+    # Samples are built directly (not through add_metric) with label dicts shared
+    # between families and bucket bounds formatted once per layout: a scrape of many
+    # executors is mostly this loop.
     labels = list(m.BASE_LABELS)
+    families = {
+        d.name: _FAMILY[d.type](d.name, d.help, labels=labels + list(d.labels[2:]))  # type: ignore[call-arg]
+        for d in m.METRICS
+    }
+    les: dict[tuple[float, ...], list[str]] = {}
 
-    def counter(d: m.MetricDefinition, extra: tuple[str, ...] = ()) -> CounterMetricFamily:
-        return CounterMetricFamily(d.name, d.help, labels=labels + list(extra))
+    def add(d: m.MetricDefinition, base: dict[str, str], value: float) -> None:
+        fam = families[d.name]
+        fam.samples.append(Sample(fam.name + _SUFFIX[d.type], base, value))
 
-    def gauge(d: m.MetricDefinition) -> GaugeMetricFamily:
-        return GaugeMetricFamily(d.name, d.help, labels=labels)
-
-    max_workers = counter(m.MAX_WORKERS)
-    initialized = counter(m.INITIALIZED_WORKERS)
-    submitted = counter(m.SUBMITTED)
-    wait = HistogramMetricFamily(m.WAIT.name, m.WAIT.help, labels=labels)
-    running = gauge(m.RUNNING)
-    duration = HistogramMetricFamily(m.DURATION.name, m.DURATION.help, labels=[*labels, "result"])
-    queued = gauge(m.QUEUED)
-    workers = gauge(m.WORKERS)
-    workers_max = gauge(m.WORKERS_MAX)
-    cancelled = counter(m.CANCELLED)
-    rejected = counter(m.REJECTED, ("reason",))
-    busy = counter(m.BUSY)
-    oldest_queued = gauge(m.OLDEST_QUEUED)
-    oldest_running = gauge(m.OLDEST_RUNNING)
+    def histogram(
+        d: m.MetricDefinition,
+        base: dict[str, str],
+        bounds: tuple[float, ...],
+        counts: list[float],
+        total: float,
+    ) -> None:
+        name = families[d.name].name
+        samples = families[d.name].samples
+        strs = les.get(bounds)
+        if strs is None:
+            strs = les[bounds] = [*map(floatToGoString, bounds), "+Inf"]
+        acc = 0.0
+        bucket = name + "_bucket"
+        for le, count in zip(strs, counts):
+            acc += count
+            samples.append(Sample(bucket, {**base, "le": le}, acc))
+        samples.append(Sample(name + "_count", base, acc))
+        samples.append(Sample(name + "_sum", base, total))
 
     for key, t in sorted(totals.items()):
-        lv = list(key)
+        base = dict(zip(m.BASE_LABELS, key))
         layout = layouts[key]
-        max_workers.add_metric(lv, t.max_workers_total)
-        initialized.add_metric(lv, round(t.initialized))
-        submitted.add_metric(lv, t.submitted)
-        wait.add_metric(lv, _buckets(layout.wait_bounds, t.wait), t.wait_sum)
-        running.add_metric(lv, t.running)
-        duration.add_metric(
-            [*lv, "completed"],
-            _buckets(layout.duration_bounds, t.completed),
-            t.completed_sum,
-        )
-        duration.add_metric(
-            [*lv, "failed"], _buckets(layout.duration_bounds, t.failed), t.failed_sum
-        )
-        queued.add_metric(lv, t.queued)
+        add(m.MAX_WORKERS, base, t.max_workers_total)
+        add(m.INITIALIZED_WORKERS, base, round(t.initialized))
+        add(m.SUBMITTED, base, t.submitted)
+        histogram(m.WAIT, base, layout.wait_bounds, t.wait, t.wait_sum)
+        add(m.RUNNING, base, t.running)
+        for result, counts, total in (
+            ("completed", t.completed, t.completed_sum),
+            ("failed", t.failed, t.failed_sum),
+        ):
+            histogram(
+                m.DURATION, {**base, "result": result}, layout.duration_bounds, counts, total
+            )
+        add(m.QUEUED, base, t.queued)
         if t.workers is not None:
-            workers.add_metric(lv, t.workers)
+            add(m.WORKERS, base, t.workers)
         if t.workers_max is not None:
-            workers_max.add_metric(lv, t.workers_max)
-        cancelled.add_metric(lv, t.cancelled)
-        rejected.add_metric([*lv, "shutdown"], t.rejected_shutdown)
-        rejected.add_metric([*lv, "broken"], t.rejected_broken)
-        busy.add_metric(lv, t.busy)
-        oldest_queued.add_metric(lv, t.oldest_queued_age)
-        oldest_running.add_metric(lv, t.oldest_running_age)
+            add(m.WORKERS_MAX, base, t.workers_max)
+        add(m.CANCELLED, base, t.cancelled)
+        add(m.REJECTED, {**base, "reason": "shutdown"}, t.rejected_shutdown)
+        add(m.REJECTED, {**base, "reason": "broken"}, t.rejected_broken)
+        add(m.BUSY, base, t.busy)
+        add(m.OLDEST_QUEUED, base, t.oldest_queued_age)
+        add(m.OLDEST_RUNNING, base, t.oldest_running_age)
 
-    yield from (
-        max_workers,
-        initialized,
-        submitted,
-        wait,
-        running,
-        duration,
-        queued,
-        workers,
-        workers_max,
-        cancelled,
-        rejected,
-        busy,
-        oldest_queued,
-        oldest_running,
-    )
+    yield from families.values()
 
 
-def _buckets(bounds: tuple[float, ...], counts: list[float]) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
-    running = 0.0
-    for bound, count in zip(bounds, counts):
-        running += count
-        out.append((floatToGoString(bound), running))
-    running += counts[-1]
-    out.append(("+Inf", running))
-    return out
+_FAMILY: dict[str, type[Metric]] = {
+    "counter": CounterMetricFamily,
+    "gauge": GaugeMetricFamily,
+    "histogram": HistogramMetricFamily,
+}
+# A counter family is named without _total; its sample carries it.
+_SUFFIX = {"counter": "_total", "gauge": "", "histogram": ""}
 
 
 _collectors: weakref.WeakKeyDictionary[CollectorRegistry, ExecutorCollector] = (

@@ -20,9 +20,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor, Future
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Protocol, TextIO
 
 from prometheus_client import start_http_server
@@ -212,18 +214,31 @@ def _watch(pools: list[DemoPool], duration: float | None, interval: float, out: 
         last = now
 
 
-def run_demo(
-    host: str = "127.0.0.1",
-    port: int = 9464,
-    duration: float | None = None,
-    interval: float = 5.0,
-    out: TextIO = sys.stdout,
-) -> int:
-    """Run the demo: serve ``/metrics`` on ``host:port`` (port 0 picks a free one) and print
-    live summaries every ``interval`` seconds, for ``duration`` seconds (None: until
-    Ctrl-C).  Either way the pools are shut down (queued tasks cancelled), a final summary
-    is printed and 0 is returned."""
-    started = time.monotonic()
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _stop_signals() -> Iterator[None]:
+    """Let SIGINT and SIGTERM stop the demo (as KeyboardInterrupt in the main thread), even
+    where SIGINT came ignored from the parent, as in a non-interactive shell's ``cmd &``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def _serve(
+    host: str, port: int, duration: float | None, interval: float, out: TextIO
+) -> list[DemoPool]:
+    """Serve ``/metrics`` under traffic until ``duration`` is up or KeyboardInterrupt; shut
+    everything down on the way out and return the pools, for the final summary."""
     pools: list[DemoPool] = []
     feeders: list[threading.Thread] = []
     stop = threading.Event()
@@ -251,9 +266,26 @@ def run_demo(
         if server is not None:
             server.shutdown()
             server.server_close()
-    elapsed = time.monotonic() - started
-    print(f"final summary after {elapsed:.1f}s:", file=out, flush=True)
-    for pool in pools:
-        line = summary_line(pool.name, pool.executor.stats(), None, elapsed, pool.workers)
-        print(f"  {line}", file=out, flush=True)
+    return pools
+
+
+def run_demo(
+    host: str = "127.0.0.1",
+    port: int = 9464,
+    duration: float | None = None,
+    interval: float = 5.0,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Run the demo: serve ``/metrics`` on ``host:port`` (port 0 picks a free one) and print
+    live summaries every ``interval`` seconds, for ``duration`` seconds (None: until
+    Ctrl-C or SIGTERM).  Either way the pools are shut down, queued tasks cancelled, a
+    final summary is printed and 0 is returned."""
+    started = time.monotonic()
+    with _stop_signals():
+        pools = _serve(host, port, duration, interval, out)
+        elapsed = time.monotonic() - started
+        print(f"final summary after {elapsed:.1f}s:", file=out, flush=True)
+        for pool in pools:
+            line = summary_line(pool.name, pool.executor.stats(), None, elapsed, pool.workers)
+            print(f"  {line}", file=out, flush=True)
     return 0

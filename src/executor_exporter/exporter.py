@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -66,7 +66,7 @@ class ExecutorExporter:
     exporter is made for a registry, and then one collector serves all executors.
     """
 
-    __slots__ = ("_state", "__weakref__")
+    __slots__ = ("__weakref__", "_state")
 
     def __init__(
         self,
@@ -94,8 +94,9 @@ class ExecutorExporter:
         self._export(executor, registry)
 
     @classmethod
-    def _for_state(cls, owner: object, state: ExecutorState, registry: CollectorRegistry | None
-                   ) -> ExecutorExporter:
+    def _for_state(
+        cls, owner: object, state: ExecutorState, registry: CollectorRegistry | None
+    ) -> ExecutorExporter:
         """Export ``state`` on behalf of a drop-in executor ``owner``."""
         self = cls.__new__(cls)
         self._state = state
@@ -121,4 +122,3 @@ class ExecutorExporter:
         """Return this instance's numbers now (the exported series add up instances
         sharing an id)."""
         return self._state.stats(time.monotonic())
-

@@ -17,7 +17,6 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import multiprocessing
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
@@ -37,8 +36,7 @@ from ._layout import (
     SUBMITTED,
     Layout,
 )
-from ._shared import SharedSlots, pid_alive
-from ._state import Call as PendingCall
+from ._shared import SharedSlots
 from ._state import ExecutorState
 from .exporter import ExecutorExporter, make_layout, resolve_id, type_name
 from .stats import ExecutorStats
@@ -63,15 +61,13 @@ class _ProcessFuture(Future[Any]):
     def running(self) -> bool:
         # The stdlib marks a future running once it is in the call queue; so do we.
         inner = self._ee_inner
-        return super().running() or (
-            inner is not None and not self.done() and inner.running()
-        )
+        return super().running() or (inner is not None and not self.done() and inner.running())
 
 
 class _Pending:
     """Parent side of one call: what the pending set holds until the call is done."""
 
-    __slots__ = ("state", "seq", "n", "t_submit", "outer")
+    __slots__ = ("n", "outer", "seq", "state", "t_submit")
 
     # Not swept by ExecutorState.sweep: inner_done settles every process call.
     started = False
@@ -165,8 +161,8 @@ class _ProcessState(ExecutorState):
         for _ in range(3):
             try:
                 for call in self.pending:
-                    if started.get(call.seq, 0) < call.n:  # type: ignore[attr-defined]
-                        return max(0.0, now - call.t_submit)
+                    if started.get(call.seq, 0) < call.n:
+                        return max(0.0, now - float(call.t_submit))
                 return 0.0
             except RuntimeError:  # the dict changed size while we walked it: again
                 continue
@@ -191,7 +187,9 @@ class _ChunkSubmitter:
         return self.pool._ee_submit(fn, chunk, None, len(chunk), chunk=True)
 
 
-def _chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[tuple[tuple[Any, ...]]]:
+def _chunks(
+    iterables: tuple[Iterable[Any], ...], size: int
+) -> Iterator[tuple[tuple[Any, ...], ...]]:
     it = zip(*iterables)
     while chunk := tuple(itertools.islice(it, size)):
         yield chunk
@@ -238,12 +236,13 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         super().__init__(max_workers, mp_context, boot, (), **extra)
         ctx = getattr(self, "_mp_context", None) or multiprocessing.get_context()
         # Room for a replacement worker starting while the one it replaces exits.
-        capacity = 2 * self._max_workers + 1
+        size: int = self._max_workers  # type: ignore[attr-defined]
+        capacity = 2 * size + 1
         slots = SharedSlots(ctx, layout, capacity)
         boot.raw, boot.lock, boot.capacity = slots.raw, ctx.Lock(), capacity
         self._ee_state = state = _ProcessState(name, layout, slots)
         self._ee_seq = itertools.count()
-        state.add_max_workers(self._max_workers)
+        state.add_max_workers(size)
         self._ee_exporter = ExecutorExporter._for_state(self, state, registry)
 
     @property
@@ -301,7 +300,7 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
             _chunks(iterables, chunksize),
             timeout=timeout,
         )
-        return _flatten(results)
+        return _flatten(results)  # type: ignore[arg-type]
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Like the stdlib's ``shutdown``; ``workers_max`` drops to 0."""
@@ -311,5 +310,3 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
     def stats(self) -> ExecutorStats:
         """Return this pool's numbers now, as a frozen :class:`ExecutorStats`."""
         return self._ee_exporter.stats()
-
-

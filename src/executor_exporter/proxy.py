@@ -36,7 +36,9 @@ class InstrumentedExecutorProxy(Executor):
         if max_workers is not None and (
             isinstance(max_workers, bool) or not isinstance(max_workers, int)
         ):
-            raise TypeError(f"max_workers must be an int or None, not {type(max_workers).__name__}")
+            raise TypeError(
+                f"max_workers must be an int or None, not {type(max_workers).__name__}"
+            )
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         self._executor = executor
@@ -76,6 +78,5 @@ class InstrumentedExecutorProxy(Executor):
         exc_type: type[BaseException] | None,
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> None:
         self.shutdown(wait=True)
-        return False

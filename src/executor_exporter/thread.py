@@ -24,7 +24,7 @@ _T = TypeVar("_T")
 class _WorkerInitializer:
     """Runs in each new worker thread: the user's initializer, then the count."""
 
-    __slots__ = ("slots", "initializer")
+    __slots__ = ("initializer", "slots")
 
     def __init__(self, slots: ThreadSlots, initializer: Callable[..., object] | None) -> None:
         self.slots = slots
