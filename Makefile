@@ -1,0 +1,110 @@
+# Everyday commands for executor-exporter.
+#
+# Newcomers need only python3 (3.10+) and make:
+#     make demo      # create .venv, install, run the demo
+#     make test      # create .venv, install, run the tests with branch coverage
+#
+# Everything runs inside a virtualenv ($(VENV)) made from $(PYTHON); both can be
+# overridden, e.g. `make test PYTHON=python3.12 VENV=.cache/venvs/py3.12 COV_MIN=0`
+# (an existing venv is reused as it is: `make distclean` to start over).
+
+PYTHON ?= python3
+VENV ?= .venv
+COV_MIN ?= 90
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+BENCH_ARGS ?=
+CONFORMANCE_ARGS ?=
+# Extra requirements installed together with '.[dev]', e.g. PIP_EXTRA='prometheus-client==0.20.0'.
+PIP_EXTRA ?=
+
+VENV_PY := $(VENV)/bin/python
+STAMP := $(VENV)/.install-stamp
+# Only the folders that exist (an empty folder is not in a git clone).
+LINT_PATHS := $(wildcard src tests benchmarks scripts)
+
+PYTEST_COV := --cov=executor_exporter --cov-branch --cov-report=term-missing \
+	--cov-fail-under=$(COV_MIN)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint format typecheck bench conformance \
+	docs docs-check clean distclean
+
+help: ## show this help
+	@echo "usage: make TARGET [PYTHON=python3] [VENV=.venv] [COV_MIN=90] [PYTEST_ARGS=...]"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+# --- environment ---------------------------------------------------------------------
+
+$(VENV_PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else \
+		"executor-exporter needs Python 3.10+, $(PYTHON) is " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+
+# Re-installs whenever pyproject.toml changes; otherwise a no-op.
+$(STAMP): pyproject.toml | $(VENV_PY)
+	$(VENV_PY) -m pip install --disable-pip-version-check -e '.[dev]' $(PIP_EXTRA)
+	@touch $@
+
+install: $(STAMP) ## create the venv (.venv) and install the package with its dev tools (idempotent)
+
+# --- running -------------------------------------------------------------------------
+
+demo: install ## run the demo (DEMO_ARGS=... passed through)
+	$(VENV_PY) -m executor_exporter demo $(DEMO_ARGS)
+
+bench: install ## run the overhead benchmark (BENCH_ARGS=--quick for a smoke run)
+	$(VENV_PY) benchmarks/bench.py $(BENCH_ARGS)
+
+conformance: install ## run the conformance checks (scripts/conformance.py)
+	$(VENV_PY) scripts/conformance.py $(CONFORMANCE_ARGS)
+
+# --- checks --------------------------------------------------------------------------
+
+# pytest exits 5 when it collected no test (e.g. an -m/-k filter matched nothing);
+# that is reported loudly but is not an error.
+define run_pytest
+	@echo "$(VENV_PY) -m pytest $(PYTEST_COV) $(1) $(PYTEST_ARGS)"
+	@rc=0; $(VENV_PY) -m pytest $(PYTEST_COV) $(1) $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then \
+		echo "WARNING: pytest collected no tests (exit code 5); treated as success."; \
+		exit 0; \
+	fi; \
+	exit $$rc
+endef
+
+test: install ## run all tests with branch coverage (COV_MIN=90, PYTEST_ARGS=...)
+	$(call run_pytest,)
+
+test-fast: install ## run the tests not marked slow
+	$(call run_pytest,-m 'not slow')
+
+lint: install ## ruff check + ruff format --check
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+format: install ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
+
+typecheck: install ## mypy --strict (configured in pyproject.toml)
+	$(VENV)/bin/mypy
+
+docs: install ## rewrite the README metric table from `python -m executor_exporter table`
+	$(VENV_PY) scripts/update_readme_table.py
+
+docs-check: install ## fail if the README metric table is out of date
+	$(VENV_PY) scripts/update_readme_table.py --check
+
+# --- cleaning ------------------------------------------------------------------------
+
+clean: ## remove caches, coverage data and build output (keeps the venvs)
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis htmlcov \
+		.coverage .coverage.* coverage.xml
+	find $(LINT_PATHS) -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf src/*.egg-info
+
+distclean: clean ## clean, and remove the venv (.venv) and the CI venvs under .cache/
+	rm -rf $(VENV) .cache/venvs
