@@ -259,6 +259,10 @@ class ExecutorState:
     def shut_down(self) -> None:
         self.live = False
 
+    def unsettled(self) -> bool:
+        """Whether some call is not accounted for yet (then the state is not retired)."""
+        return bool(self.pending)
+
     # -- reading ---------------------------------------------------------------------
 
     def is_started(self, call: Call, slots: list[list[float]]) -> bool:

@@ -44,19 +44,20 @@ class ThreadTask:
     def __call__(self) -> Any:
         t_start = monotonic()
         state = self.state
-        # Order matters: flag first, then leave the pending set (see submit_task).
+        layout = state.layout
+        slots: ThreadSlots = state.slots  # type: ignore[assignment]
+        slot = slots.get()
+        # Order matters: flag, count the start, then leave the pending set, so that the
+        # task is always visible somewhere (see submit_task and the collector's retiring).
         self.started = True
+        wait = t_start - self.t_submit
+        slot[layout.wait + bisect_left(layout.wait_bounds, wait)] += 1.0
+        slot[WAIT_SUM] += wait
         state.pending.pop(self, None)
         fn, args, kwargs = self.fn, self.args, self.kwargs
         self.fn = None
         self.args = ()
         self.kwargs = {}
-        layout = state.layout
-        slots: ThreadSlots = state.slots  # type: ignore[assignment]
-        slot = slots.get()
-        wait = t_start - self.t_submit
-        slot[layout.wait + bisect_left(layout.wait_bounds, wait)] += 1.0
-        slot[WAIT_SUM] += wait
         # A task run inline inside another task (an executor that runs on the caller's
         # thread) must not hide the outer one's start.
         outer = not slot[RUN_START]

@@ -51,7 +51,7 @@ class _Group:
         kept = []
         for state in self.states:
             t = state.read(now)
-            if state.closed and not state.pending and t.running == 0:
+            if state.closed and not state.unsettled() and t.running == 0:
                 # Quiescent and its executor gone: keep only its counters.
                 t = t.retire()
                 if self.retired is None:
@@ -93,26 +93,22 @@ class ExecutorCollector(Collector):
                 )
             group.states.append(state)
 
-    def read(self) -> dict[tuple[str, str], Totals]:
+    def read(self) -> dict[tuple[str, str], tuple[Totals, Layout]]:
         """Return the totals of every group, read now."""
         now = time.monotonic()
         with self._lock:
-            return {key: group.read(now) for key, group in self._groups.items()}
+            return {key: (group.read(now), group.layout) for key, group in self._groups.items()}
 
     def describe(self) -> Iterable[Metric]:
         """Name the families without reading any executor (used at registration)."""
-        return list(_families({}, {}))
+        return list(_families({}))
 
     def collect(self) -> Iterable[Metric]:
         """Build every family from the current totals."""
-        with self._lock:
-            layouts = {key: group.layout for key, group in self._groups.items()}
-        return list(_families(self.read(), layouts))
+        return list(_families(self.read()))
 
 
-def _families(
-    totals: dict[tuple[str, str], Totals], layouts: dict[tuple[str, str], Layout]
-) -> Iterator[Metric]:
+def _families(totals: dict[tuple[str, str], tuple[Totals, Layout]]) -> Iterator[Metric]:
     # Samples are built directly (not through add_metric) with label dicts shared
     # between families and bucket bounds formatted once per layout: a scrape of many
     # executors is mostly this loop.
@@ -147,9 +143,8 @@ def _families(
         samples.append(Sample(name + "_count", base, acc))
         samples.append(Sample(name + "_sum", base, total))
 
-    for key, t in sorted(totals.items()):
+    for key, (t, layout) in sorted(totals.items()):
         base = dict(zip(m.BASE_LABELS, key))
-        layout = layouts[key]
         add(m.MAX_WORKERS, base, t.max_workers_total)
         add(m.INITIALIZED_WORKERS, base, round(t.initialized))
         add(m.SUBMITTED, base, t.submitted)

@@ -104,9 +104,19 @@ class ExecutorExporter:
         return self
 
     def _export(self, owner: object, registry: CollectorRegistry | None) -> None:
-        collector_for(registry).add(self._state)
-        # When the executor is gone its numbers are folded into its id's totals.
-        weakref.finalize(owner, _close, self._state)
+        collector = collector_for(registry)
+        # When the executor is gone its numbers are folded into its id's totals (an
+        # executor that cannot be weakly referenced keeps its state to the end).
+        try:
+            finalizer = weakref.finalize(owner, _close, self._state)
+        except TypeError:
+            finalizer = None
+        try:
+            collector.add(self._state)
+        except BaseException:
+            if finalizer is not None:
+                finalizer.detach()
+            raise
 
     @property
     def executor_id(self) -> str:

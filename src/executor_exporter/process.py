@@ -121,6 +121,9 @@ class _ProcessState(ExecutorState):
         self.shared = slots
         self.broken: list[tuple[_Pending, float]] = []
 
+    def unsettled(self) -> bool:
+        return bool(self.pending or self.broken)
+
     def sweep(self) -> None:
         """Settle calls cut short by a broken pool, once no worker can write any more."""
         with self.lock:
@@ -228,12 +231,19 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
     ) -> None:
         name = resolve_id(executor_id, exporter_id)
         layout = make_layout(wait_buckets, duration_buckets)
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
         extra = {} if max_tasks_per_child is None else {"max_tasks_per_child": max_tasks_per_child}
         boot = WorkerBoot(initializer, tuple(initargs), layout, 0)
-        # The stdlib validates the rest and picks the context; nothing is exported until then.
-        super().__init__(max_workers, mp_context, boot, (), **extra)
+        # The stdlib validates every argument, in its own order and words (a bad
+        # initializer is handed over as it is for that), and picks the context; nothing
+        # is exported until then.
+        usable = initializer is None or callable(initializer)
+        super().__init__(
+            max_workers,
+            mp_context,
+            boot if usable else initializer,
+            () if usable else initargs,
+            **extra,
+        )
         ctx = getattr(self, "_mp_context", None) or multiprocessing.get_context()
         # Room for a replacement worker starting while the one it replaces exits.
         size: int = self._max_workers  # type: ignore[attr-defined]

@@ -60,8 +60,6 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
     ) -> None:
         name = resolve_id(executor_id, exporter_id)
         layout = make_layout(wait_buckets, duration_buckets)
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
         slots = ThreadSlots(layout.width)
         state = ExecutorState(
             name,
@@ -71,10 +69,14 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
             knows_workers=True,
             live_workers=slots.live,
         )
-        # The stdlib validates the rest; nothing is exported until it has.
-        super().__init__(
-            max_workers, thread_name_prefix, _WorkerInitializer(slots, initializer), initargs
+        # The stdlib validates every argument, in its own order and words (a bad
+        # initializer is handed over as it is for that); nothing is exported until then.
+        wrapped = (
+            _WorkerInitializer(slots, initializer)
+            if initializer is None or callable(initializer)
+            else initializer
         )
+        super().__init__(max_workers, thread_name_prefix, wrapped, initargs)
         self._ee_state = state
         state.add_max_workers(self._max_workers)
         self._ee_exporter = ExecutorExporter._for_state(self, state, registry)
