@@ -1,26 +1,21 @@
 """What runs inside a process pool's workers.
 
-Everything here is sent to the children by pickle (under ``spawn`` and ``forkserver``
-too), so it is made of module-level classes.  A worker records each item's wait and
-duration straight into its shared-memory slot: no message to the parent per item, and
-the numbers are visible to the parent's scrape while the item still runs.
+Everything here reaches the children by pickle (under ``spawn`` and ``forkserver`` too),
+so it is module-level.  A worker records each item's wait and duration straight into its
+shared-memory slot: no message to the parent per item, and the numbers are visible to
+the parent's scrape while the item still runs.  Results and exceptions travel exactly as
+with the stdlib: the user gets the stdlib's own future.
 
-The outcome of a call goes back to the parent as an :class:`Outcome` *value*, even when
-the call raised: an exception on the parent's inner future then means the call never
-ran to its end in a worker (a broken pool, or arguments that failed to pickle), which
-is how the parent knows which items no worker accounted for.
+When a call (a task, or a ``map`` chunk) has been accounted for, the worker writes its
+sequence number into the *done ring*.  That is how the parent tells, for a future that
+ends with an exception, whether a worker ran the call (the task raised, or its result
+did not pickle) or not (its arguments did not pickle, or the pool broke first).
 """
 
 from __future__ import annotations
 
-import pickle
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
-
-# The stdlib's own wrapper keeps the remote traceback text exactly as the stdlib shows it
-# (exc.__cause__ is a concurrent.futures.process._RemoteTraceback, as with the stdlib).
-from concurrent.futures.process import _ExceptionWithTraceback
-from multiprocessing.reduction import ForkingPickler
 from multiprocessing.util import Finalize
 from time import monotonic
 from typing import Any
@@ -36,10 +31,10 @@ from ._layout import (
     WAIT_SUM,
     Layout,
 )
-from ._shared import claim, release
+from ._shared import Slot, claim, doubles, release
 
-# (slot, layout) of this worker process, set by WorkerBoot; None in the parent.
-_worker: tuple[Any, Layout] | None = None
+# This worker's (slot, layout, done ring); set by WorkerBoot, None in the parent.
+_worker: tuple[Slot, Layout, Slot] | None = None
 
 
 class WorkerBoot:
@@ -49,19 +44,19 @@ class WorkerBoot:
     multiprocessing context, before any worker is started.
     """
 
-    __slots__ = ("capacity", "initargs", "initializer", "layout", "lock", "raw")
+    __slots__ = ("capacity", "initargs", "initializer", "layout", "lock", "raw", "ring")
 
     def __init__(
         self,
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
         layout: Layout,
-        capacity: int,
     ) -> None:
         self.initializer = initializer
         self.initargs = initargs
         self.layout = layout
-        self.capacity = capacity
+        self.capacity = 0
+        self.ring = 0
         self.raw: Any = None
         self.lock: Any = None
 
@@ -74,119 +69,88 @@ class WorkerBoot:
 
     def __call__(self) -> None:
         global _worker
-        claimed = claim(self.raw, self.lock, self.layout, self.capacity)
+        layout = self.layout
+        claimed = claim(self.raw, self.lock, layout, self.capacity)
         if claimed is None:  # pragma: no cover - capacity is twice the pool size
-            slot: Any = [0.0] * self.layout.width  # run, unrecorded, rather than fail
+            slot: Slot = [0.0] * layout.width  # run, unrecorded, rather than fail
         else:
             index, slot = claimed
             # Runs at a normal exit (max_tasks_per_child, shutdown), not when killed.
-            Finalize(None, release, (self.raw, self.lock, self.layout, index), exitpriority=10)
-        _worker = (slot, self.layout)
+            Finalize(None, release, (self.raw, self.lock, layout, index), exitpriority=10)
+        start = self.capacity * layout.width
+        _worker = (slot, layout, doubles(self.raw)[start : start + self.ring])
         if self.initializer is not None:
             self.initializer(*self.initargs)  # raising breaks the pool, as in the stdlib
         slot[INITIALIZED] += 1.0
 
 
-class Outcome:
-    """A call's result list (or single result), or the exception it raised."""
+def run_call(
+    fn: Callable[..., Any],
+    seq: int,
+    t_submit: float,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run one submitted call in a worker, recorded."""
+    return _run(fn, seq, t_submit, (args,), kwargs, False)
 
-    __slots__ = ("ok", "value")
 
-    def __init__(self, ok: bool, value: Any) -> None:
-        self.ok = ok
-        self.value = value
+def run_chunk(
+    fn: Callable[..., Any], seq: int, t_submit: float, chunk: Sequence[tuple[Any, ...]]
+) -> list[Any]:
+    """Run a ``map`` chunk in a worker, recorded item by item; stops at the first error
+    like the stdlib."""
+    results: list[Any] = _run(fn, seq, t_submit, chunk, {}, True)
+    return results
 
-    def __reduce__(self) -> tuple[Callable[[bytes], Outcome], tuple[bytes]]:
-        # Pickle the payload here, so that a result or exception that does not pickle
-        # still reaches the parent as an Outcome (the failure), like the stdlib reports it.
-        payload = (self.ok, self.value)
+
+def _run(
+    fn: Callable[..., Any],
+    seq: int,
+    t_submit: float,
+    items: Sequence[tuple[Any, ...]],
+    kwargs: dict[str, Any],
+    chunk: bool,
+) -> Any:
+    worker = _worker
+    if worker is None:  # pragma: no cover - not started by our pool: just run it
+        return [fn(*a, **kwargs) for a in items] if chunk else fn(*items[0], **kwargs)
+    slot, layout, ring = worker
+    wait_base, wait_bounds = layout.wait, layout.wait_bounds
+    ok_base, fail_base, bounds = layout.completed, layout.failed, layout.duration_bounds
+    # Starts are counted by the wait histogram alone; should this worker die, the parent
+    # tells how many items of this call started from it and CHUNK_BASE.  Each event is a
+    # single store, so a death at any point leaves a consistent slot.  RUN_START is the
+    # start of the item running now when the slot shows more starts than ends; it is
+    # not cleared between items.
+    slot[CHUNK_BASE] = sum(slot[wait_base:ok_base])
+    slot[RUN_SEQ] = float(seq)
+    results: list[Any] = []
+    append = results.append
+    t_start = monotonic()
+    for args in items:
+        wait = t_start - t_submit
+        slot[RUN_START] = t_start
+        slot[wait_base + bisect_left(wait_bounds, wait)] += 1.0
+        slot[WAIT_SUM] += wait
         try:
-            data = pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            try:  # multiprocessing's own reducers (connections, sockets), as the stdlib
-                data = bytes(ForkingPickler.dumps(payload))
-            except BaseException as exc:
-                data = pickle.dumps((False, _with_traceback(exc)), pickle.HIGHEST_PROTOCOL)
-        return (load_outcome, (data,))
-
-
-def load_outcome(data: bytes) -> Outcome:
-    ok, value = ForkingPickler.loads(data)
-    return Outcome(ok, value)
-
-
-def _with_traceback(exc: BaseException) -> Any:
-    return _ExceptionWithTraceback(exc, exc.__traceback__)  # type: ignore[arg-type]
-
-
-class Call:
-    """One submitted call (``chunk`` False) or one ``map`` chunk of argument tuples."""
-
-    __slots__ = ("args", "chunk", "fn", "kwargs", "seq", "t_submit")
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: Sequence[Any],
-        kwargs: dict[str, Any] | None,
-        seq: int,
-        t_submit: float,
-        chunk: bool,
-    ) -> None:
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.seq = seq
-        self.t_submit = t_submit
-        self.chunk = chunk
-
-    def __reduce__(self) -> tuple[type[Call], tuple[Any, ...]]:
-        return (Call, (self.fn, self.args, self.kwargs, self.seq, self.t_submit, self.chunk))
-
-    def __call__(self) -> Outcome:
-        worker = _worker
-        if worker is None:  # pragma: no cover - not started by our pool: just run it
-            worker = ([0.0] * 64, Layout((1.0,), (1.0,)))
-        slot, layout = worker
-        chunk = self.chunk
-        items = self.args if chunk else (self.args,)
-        n = len(items)
-        fn = self.fn
-        kwargs = self.kwargs or {}
-        t_submit = self.t_submit
-        wait_base, wait_bounds = layout.wait, layout.wait_bounds
-        ok_base, fail_base, bounds = layout.completed, layout.failed, layout.duration_bounds
-        # Starts are counted by the wait histogram alone; should this worker die, the
-        # parent tells how many items of this call started from it and CHUNK_BASE.  Each
-        # event is a single store, so a death at any point leaves a consistent slot.
-        # RUN_START is the start of the item running now if the slot shows more starts
-        # than ends; it is not cleared between items.
-        slot[CHUNK_BASE] = sum(slot[wait_base:ok_base])
-        slot[RUN_SEQ] = float(self.seq)
-        results: list[Any] = []
-        append = results.append
-        t_start = monotonic()
-        for args in items:
-            wait = t_start - t_submit
-            slot[RUN_START] = t_start
-            slot[wait_base + bisect_left(wait_bounds, wait)] += 1.0
-            slot[WAIT_SUM] += wait
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                elapsed = monotonic() - t_start
-                slot[fail_base + bisect_left(bounds, elapsed)] += 1.0
-                slot[FAILED_SUM] += elapsed
-                # The rest of the chunk never runs, as in the stdlib: failed, duration 0.
-                rest = n - len(results) - 1
-                if rest:
-                    slot[fail_base] += rest
-                    slot[ABANDONED] += rest
-                return Outcome(False, _with_traceback(exc))
-            t_end = monotonic()
-            elapsed = t_end - t_start
-            slot[ok_base + bisect_left(bounds, elapsed)] += 1.0
-            slot[COMPLETED_SUM] += elapsed
-            append(result)
-            t_start = t_end
-        return Outcome(True, results if chunk else results[0])
+            result = fn(*args, **kwargs)
+        except BaseException:
+            elapsed = monotonic() - t_start
+            slot[fail_base + bisect_left(bounds, elapsed)] += 1.0
+            slot[FAILED_SUM] += elapsed
+            # The rest of the chunk never runs, as in the stdlib: failed, duration 0.
+            rest = len(items) - len(results) - 1
+            if rest:
+                slot[fail_base] += rest
+                slot[ABANDONED] += rest
+            ring[seq % len(ring)] = float(seq)
+            raise
+        t_end = monotonic()
+        elapsed = t_end - t_start
+        slot[ok_base + bisect_left(bounds, elapsed)] += 1.0
+        slot[COMPLETED_SUM] += elapsed
+        append(result)
+        t_start = t_end
+    ring[seq % len(ring)] = float(seq)
+    return results if chunk else results[0]

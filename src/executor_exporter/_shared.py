@@ -1,11 +1,11 @@
 """Worker slots in shared memory, for process pools.
 
 The parent allocates one block of doubles holding ``capacity`` slots (the layout of
-``_layout``) before any worker starts, and hands it to every worker through the pool's
-initializer.  A worker claims a free slot under a cross-process lock when it starts and
-frees it when it exits normally, so the next worker (``max_tasks_per_child``) continues
-the same counters.  The parent only reads, except for the slot of a worker that died
-mid-task, which nobody else writes any more.
+``_layout``) and then the done ring (see ``_child``), before any worker starts, and hands
+it to every worker through the pool's initializer.  A worker claims a free slot under a
+cross-process lock when it starts and frees it when it exits normally, so the next worker
+(``max_tasks_per_child``) continues the same counters.  The parent only reads, except for
+the slot of a worker that died mid-task, which nobody else writes any more.
 """
 
 from __future__ import annotations
@@ -34,20 +34,26 @@ def pid_alive(pid: int) -> bool:
 Slot = Any
 
 
-def _doubles(raw: Any) -> Slot:
+def doubles(raw: Any) -> Slot:
     return memoryview(raw).cast("B").cast("d")
 
 
 class SharedSlots:
-    """The parent's view of a process pool's slots."""
+    """The parent's view of a process pool's slots, and of the done ring after them."""
 
-    __slots__ = ("_view", "capacity", "layout", "raw")
+    __slots__ = ("_view", "capacity", "layout", "raw", "ring", "ring_size")
 
-    def __init__(self, ctx: Any, layout: Layout, capacity: int) -> None:
+    def __init__(self, ctx: Any, layout: Layout, capacity: int, ring_size: int) -> None:
         self.layout = layout
         self.capacity = capacity
-        self.raw = ctx.RawArray("d", capacity * layout.width)
-        self._view = _doubles(self.raw)
+        self.ring_size = ring_size
+        self.raw = ctx.RawArray("d", capacity * layout.width + ring_size)
+        self._view = doubles(self.raw)
+        self.ring = self._view[capacity * layout.width :]
+
+    def ran(self, seq: int) -> bool:
+        """Whether a worker accounted for call ``seq`` (see ``_child``)."""
+        return bool(self.ring[seq % self.ring_size] == seq)
 
     def slot(self, index: int) -> Slot:
         """A writable view of slot ``index``."""
@@ -79,7 +85,7 @@ class SharedSlots:
 
 def claim(raw: Any, lock: Any, layout: Layout, capacity: int) -> tuple[int, Slot] | None:
     """Child side: take a free slot (or one whose owner died) and mark it ours."""
-    view = _doubles(raw)
+    view = doubles(raw)
     w = layout.width
     pid = os.getpid()
     with lock:
@@ -93,7 +99,7 @@ def claim(raw: Any, lock: Any, layout: Layout, capacity: int) -> tuple[int, Slot
 
 def release(raw: Any, lock: Any, layout: Layout, index: int) -> None:
     """Child side, at a normal exit: give the slot back (its counters stay)."""
-    view = _doubles(raw)
+    view = doubles(raw)
     with lock:
         if int(view[index * layout.width + OWNER]) == os.getpid():
             view[index * layout.width + OWNER] = 0.0

@@ -142,10 +142,10 @@ def render_traffic(pool: InstrumentedPool, rng: random.Random, stop: threading.E
 def _process_pool_class() -> Callable[..., InstrumentedPool] | None:
     """Return :class:`executor_exporter.ProcessPoolExecutor`, or None where it is missing."""
     try:
-        from . import ProcessPoolExecutor  # type: ignore[attr-defined, unused-ignore]
+        from . import ProcessPoolExecutor
     except ImportError:
         return None
-    return ProcessPoolExecutor  # type: ignore[no-any-return, unused-ignore]
+    return ProcessPoolExecutor
 
 
 def make_pools() -> list[DemoPool]:

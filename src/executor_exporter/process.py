@@ -4,12 +4,14 @@ How the numbers reach the parent (which serves ``/metrics``) without a message p
 
 * every worker writes starts and ends into its own slot of a shared-memory block (see
   ``_shared`` and ``_child``); the parent sums the slots when scraped;
-* a call's outcome comes back as a value (``_child.Outcome``), so an exception on the
-  stdlib's future means that no worker ran the call to its end; the user gets a future
-  of ours, resolved from the stdlib's one;
+* a worker marks each call it accounted for in the block's done ring, so when a future
+  ends with an exception the parent knows whether a worker ran the call (the task
+  raised) or not (its arguments did not pickle, or the pool broke first);
 * when the pool breaks, the calls that were cut short are settled once every worker is
   gone, from what their slots show: the item that was running failed, the items of its
   chunk that had not started failed with duration 0.
+
+Users get the stdlib's own futures, so cancel(), running() and the rest are the stdlib's.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ import concurrent.futures
 import itertools
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from time import monotonic
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from ._child import Call, Outcome, WorkerBoot
+from ._child import WorkerBoot, run_call, run_chunk
 from ._layout import (
     ABANDONED,
     CHUNK_BASE,
@@ -46,30 +48,12 @@ __all__ = ["ProcessPoolExecutor"]
 _T = TypeVar("_T")
 
 
-class _ProcessFuture(Future[Any]):
-    """The future handed to the user, mirroring the stdlib's one (``inner``)."""
-
-    _ee_inner: Future[Any] | None = None
-
-    def cancel(self) -> bool:
-        inner = self._ee_inner
-        if inner is None:
-            return super().cancel()
-        # Cancelling the inner future cancels this one through _Pending.inner_done.
-        return inner.cancel() and super().cancel()
-
-    def running(self) -> bool:
-        # The stdlib marks a future running once it is in the call queue; so do we.
-        inner = self._ee_inner
-        return super().running() or (inner is not None and not self.done() and inner.running())
-
-
 class _Pending:
-    """Parent side of one call: what the pending set holds until the call is done."""
+    """Parent side of one call: held in the pending set until its future is done."""
 
-    __slots__ = ("n", "outer", "seq", "state", "t_submit")
+    __slots__ = ("n", "seq", "state", "t_submit")
 
-    # Not swept by ExecutorState.sweep: inner_done settles every process call.
+    # Not swept by ExecutorState.sweep: done() settles every process call.
     started = False
     future = None
 
@@ -78,32 +62,25 @@ class _Pending:
         self.seq = seq
         self.n = n
         self.t_submit = t_submit
-        self.outer = _ProcessFuture()
 
-    def inner_done(self, inner: Future[Any]) -> None:
-        state, outer = self.state, self.outer
+    def done(self, future: Future[Any]) -> None:
+        """Future callback: settle the calls that no worker accounted for."""
+        state = self.state
         state.pending.pop(self, None)
-        if inner.cancelled():
+        try:
+            exc = future.exception()
+        except CancelledError:
             with state.lock:
                 state.cancelled += self.n
-            Future.cancel(outer)
-            outer.set_running_or_notify_cancel()
             return
-        exc = inner.exception()
-        if exc is None:
-            outcome: Outcome = inner.result()
-            if outcome.ok:
-                outer.set_result(outcome.value)
-            else:
-                outer.set_exception(outcome.value)
-            return
+        if exc is None or state.shared.ran(self.seq):
+            return  # a worker recorded every item: it returned, raised, or did not pickle
         with state.lock:
             if isinstance(exc, BrokenProcessPool):
                 # Which items a dying worker got to is known once all workers are gone.
                 state.broken.append((self, monotonic()))
             else:  # the call never reached a worker (its arguments did not pickle)
                 state.abandoned += self.n
-        outer.set_exception(exc)
 
 
 class _ProcessState(ExecutorState):
@@ -187,7 +164,7 @@ class _ChunkSubmitter:
         self.pool = pool
 
     def submit(self, fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> Future[Any]:
-        return self.pool._ee_submit(fn, chunk, None, len(chunk), chunk=True)
+        return self.pool._ee_submit(run_chunk, fn, len(chunk), chunk)
 
 
 def _chunks(
@@ -212,7 +189,7 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
     from 3.11), plus ``executor_id`` (alias ``exporter_id``) and the keyword arguments of
     :class:`~executor_exporter.ExecutorExporter`.  Tasks and initializers run in the
     children; every number is true in this (the parent) process.  ``submit`` returns a
-    future of this module that mirrors the stdlib's one (cancel, running, result).
+    the stdlib's own future.
     """
 
     def __init__(
@@ -232,7 +209,7 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         name = resolve_id(executor_id, exporter_id)
         layout = make_layout(wait_buckets, duration_buckets)
         extra = {} if max_tasks_per_child is None else {"max_tasks_per_child": max_tasks_per_child}
-        boot = WorkerBoot(initializer, tuple(initargs), layout, 0)
+        boot = WorkerBoot(initializer, tuple(initargs), layout)
         # The stdlib validates every argument, in its own order and words (a bad
         # initializer is handed over as it is for that), and picks the context; nothing
         # is exported until then.
@@ -245,13 +222,16 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
             **extra,
         )
         ctx = getattr(self, "_mp_context", None) or multiprocessing.get_context()
-        # Room for a replacement worker starting while the one it replaces exits.
         size: int = self._max_workers  # type: ignore[attr-defined]
+        # Room for a replacement worker starting while the one it replaces exits.
         capacity = 2 * size + 1
-        slots = SharedSlots(ctx, layout, capacity)
-        boot.raw, boot.lock, boot.capacity = slots.raw, ctx.Lock(), capacity
+        # The manager thread keeps at most size + 1 calls queued beyond the running
+        # ones, so a call's mark in the done ring outlives its future's callback.
+        ring = 8 * size + 64
+        slots = SharedSlots(ctx, layout, capacity, ring)
+        boot.raw, boot.lock, boot.capacity, boot.ring = slots.raw, ctx.Lock(), capacity, ring
         self._ee_state = state = _ProcessState(name, layout, slots)
-        self._ee_seq = itertools.count()
+        self._ee_seq = itertools.count(1)  # 0 would match the zeroed done ring
         state.add_max_workers(size)
         self._ee_exporter = ExecutorExporter._for_state(self, state, registry)
 
@@ -261,13 +241,7 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         return self._ee_state.executor_id
 
     def _ee_submit(
-        self,
-        fn: Callable[..., Any],
-        args: Any,
-        kwargs: dict[str, Any] | None,
-        n: int,
-        *,
-        chunk: bool,
+        self, runner: Callable[..., Any], fn: Callable[..., Any], n: int, *args: Any
     ) -> Future[Any]:
         state = self._ee_state
         seq = next(self._ee_seq)
@@ -277,21 +251,19 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         # In the set before the stdlib sees the call, since it may end at once.
         pending[record] = None
         try:
-            inner = super().submit(Call(fn, args, kwargs, seq, t_submit, chunk))
+            future = super().submit(runner, fn, seq, t_submit, *args)
         except BaseException as exc:
             pending.pop(record, None)
             if isinstance(exc, RuntimeError):  # shutdown, or BrokenProcessPool
                 state.rejected(exc)
             raise
         state.submitters.get()[SUBMITTED] += n
-        outer = record.outer
-        outer._ee_inner = inner
-        inner.add_done_callback(record.inner_done)
-        return outer
+        future.add_done_callback(record.done)
+        return future
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
-        """Like the stdlib's ``submit``, recorded; returns a future mirroring the stdlib's."""
-        return self._ee_submit(fn, args, kwargs or None, 1, chunk=False)
+        """Like the stdlib's ``submit``, recorded; returns the stdlib's own future."""
+        return self._ee_submit(run_call, fn, 1, args, kwargs)
 
     def map(
         self,
