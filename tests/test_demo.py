@@ -219,3 +219,19 @@ def test_summary_line_mean_wait_and_utilization() -> None:
     assert "mean_wait=   50.0ms" in line  # (1.5 - 0.5) / (30 - 10)
     assert line.endswith("util= 75%")  # (4.0 - 1.0) / (2.0 * 2)
     assert "mean_wait=      -" in summary_line("summary", zero, zero, 2.0, 2)
+
+
+def test_demo_in_process_through_main(capsys: pytest.CaptureFixture[str]) -> None:
+    """The same run inside this process (so that coverage sees the demo's code)."""
+    assert main(["demo", "--port", "0", "--duration", "2.5", "--interval", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert URL.search(out)
+    final = final_summary(out)
+    assert sorted(final) == sorted(EXECUTORS)
+    assert all(int(row["submitted"]) > 0 for row in final.values())
+    assert all(int(row["queued"]) == int(row["running"]) == 0 for row in final.values())
+
+
+def test_table_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["table"]) == 0
+    assert capsys.readouterr().out == markdown_table()

@@ -274,12 +274,14 @@ def run_demo(
     port: int = 9464,
     duration: float | None = None,
     interval: float = 5.0,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
-    """Run the demo: serve ``/metrics`` on ``host:port`` (port 0 picks a free one) and print
-    live summaries every ``interval`` seconds, for ``duration`` seconds (None: until
-    Ctrl-C or SIGTERM).  Either way the pools are shut down, queued tasks cancelled, a
-    final summary is printed and 0 is returned."""
+    """Run the demo: serve ``/metrics`` on ``host:port`` (port 0 picks a free one) and
+    print live summaries to ``out`` (default: standard output) every ``interval``
+    seconds, for ``duration`` seconds (None: until Ctrl-C or SIGTERM).  Either way the
+    pools are shut down, queued tasks cancelled, a final summary is printed and 0 is
+    returned."""
+    out = sys.stdout if out is None else out  # looked up now: callers may replace it
     started = time.monotonic()
     with _stop_signals():
         pools = _serve(host, port, duration, interval, out)
