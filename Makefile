@@ -10,7 +10,7 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-COV_MIN ?= 90
+COV_MIN ?= 94
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
