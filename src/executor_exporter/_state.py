@@ -235,18 +235,12 @@ class ExecutorState:
         """
         with self.lock:
             pending = self.pending
-            for _ in range(5):
-                try:
-                    ended = [
-                        c
-                        for c in pending
-                        if not c.started and c.future is not None and c.future.done()
-                    ]
-                    break
-                except RuntimeError:  # the dict changed size while we walked it: again
-                    continue
-            else:  # pragma: no cover - five concurrent resizes in a row
-                ended = []
+            # list(dict) is one atomic copy; the dict changes under us meanwhile.
+            ended = [
+                c
+                for c in list(pending)
+                if not c.started and c.future is not None and c.future.done()
+            ]
             for call in ended:
                 if pending.pop(call, 0) is None:
                     assert call.future is not None
@@ -322,15 +316,10 @@ class ExecutorState:
         return t
 
     def _oldest_queued_age(self, now: float, slots: list[list[float]]) -> float:
-        for _ in range(3):
-            try:
-                for call in self.pending:
-                    if not self.is_started(call, slots):
-                        return max(0.0, now - float(call.t_submit))
-                return 0.0
-            except RuntimeError:  # the dict changed size while we walked it: again
-                continue
-        return 0.0  # pragma: no cover - three concurrent resizes in a row
+        for call in list(self.pending):  # list(dict) is one atomic copy
+            if not self.is_started(call, slots):
+                return max(0.0, now - float(call.t_submit))
+        return 0.0
 
     def stats(self, now: float) -> ExecutorStats:
         """Return the public snapshot of this instance."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import multiprocessing
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures.process import BrokenProcessPool
@@ -123,7 +124,7 @@ class _ProcessState(ExecutorState):
                     if started > ended:  # the item it was running when it died
                         start = slot[RUN_START]
                         elapsed = max(0.0, t_break - start) if start else 0.0
-                        slot[f + _bucket(layout.duration_bounds, elapsed)] += 1.0
+                        slot[f + bisect_left(layout.duration_bounds, elapsed)] += 1.0
                         slot[FAILED_SUM] += elapsed
                         slot[RUN_START] = 0.0
                 self.abandoned += call.n - started_in_call
@@ -138,21 +139,10 @@ class _ProcessState(ExecutorState):
             for slot in slots
             if slot[OWNER]
         }
-        for _ in range(3):
-            try:
-                for call in self.pending:
-                    if started.get(call.seq, 0) < call.n:
-                        return max(0.0, now - float(call.t_submit))
-                return 0.0
-            except RuntimeError:  # the dict changed size while we walked it: again
-                continue
-        return 0.0  # pragma: no cover - three concurrent resizes in a row
-
-
-def _bucket(bounds: tuple[float, ...], value: float) -> int:
-    from bisect import bisect_left
-
-    return bisect_left(bounds, value)
+        for call in list(self.pending):  # list(dict) is one atomic copy
+            if started.get(call.seq, 0) < call.n:
+                return max(0.0, now - float(call.t_submit))
+        return 0.0
 
 
 class _ChunkSubmitter:
@@ -188,8 +178,8 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
     Takes every argument of the stdlib class of the running Python (``max_tasks_per_child``
     from 3.11), plus ``executor_id`` (alias ``exporter_id``) and the keyword arguments of
     :class:`~executor_exporter.ExecutorExporter`.  Tasks and initializers run in the
-    children; every number is true in this (the parent) process.  ``submit`` returns a
-    the stdlib's own future.
+    children; every number is true in this (the parent) process.  ``submit`` and ``map``
+    hand out the stdlib's own futures.
     """
 
     def __init__(
