@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .collector import ExecutorCollector
 from .exporter import ExecutorExporter
+from .instrumentation import instrument, instrument_asyncio, is_instrumented, uninstrument
 from .metrics import DEFAULT_BUCKETS, METRICS, MetricDefinition
 from .process import ProcessPoolExecutor
 from .proxy import InstrumentedExecutorProxy
@@ -26,4 +27,8 @@ __all__ = [
     "MetricDefinition",
     "ProcessPoolExecutor",
     "ThreadPoolExecutor",
+    "instrument",
+    "instrument_asyncio",
+    "is_instrumented",
+    "uninstrument",
 ]

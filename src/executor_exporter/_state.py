@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import BrokenExecutor, Future
 from operator import add
 from typing import Any, Protocol
 
@@ -172,10 +172,11 @@ def _histogram(
 class ExecutorState:
     """Everything recorded for one executor instance.
 
-    The submitting side updates ``submitted``, ``cancelled``, ``abandoned`` and the
-    rejection counts under ``lock``; workers write only to their slots.  ``pending``
-    holds the calls whose futures are not done yet, in submission order, which is what
-    the oldest-queued age is read from.
+    Submitting threads count submissions in slots of their own (``submitters``) and
+    workers write only to theirs; ``cancelled``, ``abandoned`` and the rejection counts
+    change under ``lock``, off the hot path.  ``pending`` holds the calls not settled
+    yet, in submission order: the oldest-queued age is read from it, and the calls that
+    ended without starting are found in it.
     """
 
     def __init__(
@@ -218,8 +219,7 @@ class ExecutorState:
             self.max_workers_total += max_workers or 0
 
     def rejected(self, exc: BaseException) -> None:
-        from concurrent.futures import BrokenExecutor
-
+        """Count a refused submission (``BrokenExecutor`` or a shutdown RuntimeError)."""
         with self.lock:
             if isinstance(exc, BrokenExecutor):
                 self.rejected_broken += 1
