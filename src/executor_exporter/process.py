@@ -115,6 +115,10 @@ class _ProcessState(ExecutorState):
                 if slot[OWNER]:
                     slots[int(slot[RUN_SEQ])] = slot
             for call, t_break in self.broken:
+                # The stdlib fails every pending future as soon as one worker dies; the
+                # others may still finish their call before they are terminated.
+                if self.shared.ran(call.seq):
+                    continue
                 slot = slots.get(call.seq)
                 started_in_call = 0
                 if slot is not None:
