@@ -41,13 +41,17 @@ def doubles(raw: Any) -> Slot:
 class SharedSlots:
     """The parent's view of a process pool's slots, and of the done ring after them."""
 
-    __slots__ = ("_view", "capacity", "layout", "raw", "ring", "ring_size")
+    __slots__ = ("_view", "capacity", "layout", "lock", "raw", "ring", "ring_size")
 
     def __init__(self, ctx: Any, layout: Layout, capacity: int, ring_size: int) -> None:
         self.layout = layout
         self.capacity = capacity
         self.ring_size = ring_size
         self.raw = ctx.RawArray("d", capacity * layout.width + ring_size)
+        # Guards slot claims.  Held here, by the state the collector keeps until every
+        # call is settled, not by the executor alone: under spawn a worker may still be
+        # starting (and open the lock by name) after the executor object is gone.
+        self.lock = ctx.Lock()
         self._view = doubles(self.raw)
         self.ring = self._view[capacity * layout.width :]
 

@@ -223,7 +223,7 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         # ones, so a call's mark in the done ring outlives its future's callback.
         ring = 8 * size + 64
         slots = SharedSlots(ctx, layout, capacity, ring)
-        boot.raw, boot.lock, boot.capacity, boot.ring = slots.raw, ctx.Lock(), capacity, ring
+        boot.raw, boot.lock, boot.capacity, boot.ring = slots.raw, slots.lock, capacity, ring
         self._ee_state = state = _ProcessState(name, layout, slots)
         self._ee_seq = itertools.count(1)  # 0 would match the zeroed done ring
         state.add_max_workers(size)
