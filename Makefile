@@ -14,7 +14,7 @@ COV_MIN ?= 94
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
-CONFORMANCE_ARGS ?=
+CONFORMANCE_ARGS ?= --all
 # Extra requirements installed together with '.[dev]', e.g. PIP_EXTRA='prometheus-client==0.20.0'.
 PIP_EXTRA ?=
 
