@@ -266,6 +266,15 @@ class ExecutorState:
     def read(self, now: float) -> Totals:
         """Return this instance's numbers at time ``now`` (``time.monotonic()``)."""
         self.sweep()
+        # Read in the order things happen to a task, so that no state is seen twice:
+        # settled counters, then worker slots (starts, ends), then submissions last.
+        with self.lock:
+            cancelled = self.cancelled
+            abandoned = self.abandoned
+            rejected_shutdown = self.rejected_shutdown
+            rejected_broken = self.rejected_broken
+            max_workers_total = self.max_workers_total
+            max_workers = self.max_workers
         layout = self.layout
         slots = self.slots.snapshot()
         t = Totals(layout)
@@ -295,15 +304,11 @@ class ExecutorState:
         started = round(sum(t.wait))
         slot_abandoned = round(summed[ABANDONED])
         ended = round(sum(t.completed) + sum(t.failed)) - slot_abandoned
-        # Read after the worker slots: what they show as started was submitted before.
         t.submitted = round(sum(slot[SUBMITTED] for slot in self.submitters.snapshot()))
-        with self.lock:
-            t.cancelled = self.cancelled
-            abandoned = self.abandoned
-            t.rejected_shutdown = self.rejected_shutdown
-            t.rejected_broken = self.rejected_broken
-            t.max_workers_total = self.max_workers_total
-            max_workers = self.max_workers
+        t.cancelled = cancelled
+        t.rejected_shutdown = rejected_shutdown
+        t.rejected_broken = rejected_broken
+        t.max_workers_total = max_workers_total
         # Failed without starting: duration 0, so the first bucket.
         t.failed[0] += abandoned
         t.running = max(0, started - ended)
