@@ -1,8 +1,9 @@
 """Overhead of executor-exporter against the stdlib, measured in one interleaved run.
 
-Each round runs every scenario once on the stdlib pool and once on the instrumented
-pool, in alternating order, so that drifts of a shared machine hit both alike; the
-figure reported is the median over rounds of (instrumented time / stdlib time).
+Each round runs every scenario ``--repeats`` times on the stdlib pool and as many times
+on the instrumented pool, alternating, and keeps the best time of each side (noise on a
+shared machine only ever adds time); the figure reported is the median over rounds of
+(instrumented best / stdlib best).
 
     python benchmarks/bench.py            # all scenarios
     python benchmarks/bench.py --quick    # fewer tasks and rounds, a smoke run
@@ -90,10 +91,25 @@ def _scenarios(quick: bool, registry: CollectorRegistry) -> list[Scenario]:
     ]
 
 
-def _run_pair(make: Callable[[], cf.Executor], work: Callable[[cf.Executor], None]) -> float:
+def _run_once(make: Callable[[], cf.Executor], work: Callable[[cf.Executor], None]) -> float:
     with make() as pool:
         work(pool)  # warm up: threads or processes started, imports done
         return _time(lambda: work(pool))
+
+
+def _round(
+    make_std: Callable[[], cf.Executor],
+    make_ee: Callable[[], cf.Executor],
+    work: Callable[[cf.Executor], None],
+    repeats: int,
+) -> tuple[float, float]:
+    """Best of ``repeats`` runs of each, alternating: noise only ever adds time."""
+    std, ours = [], []
+    for i in range(repeats):
+        pair = [(make_std, std), (make_ee, ours)]
+        for make, out in pair if i % 2 == 0 else reversed(pair):
+            out.append(_run_once(make, work))
+    return min(std), min(ours)
 
 
 def _scrape(n_executors: int, rounds: int) -> tuple[float, float]:
@@ -119,24 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer tasks and rounds")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each side per round (best kept)"
+    )
     parser.add_argument("--only", default="", help="run scenarios whose name contains this")
     parser.add_argument("--json", default=None, help="write the results to this file")
     args = parser.parse_args(argv)
-    rounds = args.rounds or (3 if args.quick else 7)
+    rounds = args.rounds or (3 if args.quick else 5)
     registry = CollectorRegistry()
     results: dict[str, Any] = {"python": sys.version.split()[0], "rounds": rounds, "scenarios": {}}
-    print(f"Python {results['python']}, {rounds} interleaved rounds")
+    print(f"Python {results['python']}, {rounds} rounds of best-of-{args.repeats}, interleaved")
     for name, make_std, make_ee, work, target in _scenarios(args.quick, registry):
         if args.only not in name:
             continue
         ratios, std_t, ee_t = [], [], []
-        for r in range(rounds):
-            if r % 2:
-                e = _run_pair(make_ee, work)
-                s = _run_pair(make_std, work)
-            else:
-                s = _run_pair(make_std, work)
-                e = _run_pair(make_ee, work)
+        for _ in range(rounds):
+            s, e = _round(make_std, make_ee, work, args.repeats)
             std_t.append(s)
             ee_t.append(e)
             ratios.append(e / s)
