@@ -49,11 +49,11 @@ class WorkerBoot:
     def __init__(
         self,
         initializer: Callable[..., object] | None,
-        initargs: tuple[Any, ...],
+        initargs: Any,
         layout: Layout,
     ) -> None:
         self.initializer = initializer
-        self.initargs = initargs
+        self.initargs = initargs  # as given: the stdlib unpacks them only to call
         self.layout = layout
         self.capacity = 0
         self.ring = 0

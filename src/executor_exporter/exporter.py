@@ -35,6 +35,27 @@ def type_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def check_registry(registry: object) -> None:
+    """Refuse anything but a prometheus_client registry, before anything is created."""
+    if registry is not None and not isinstance(registry, CollectorRegistry):
+        raise TypeError(
+            "registry must be a prometheus_client.CollectorRegistry, "
+            f"not {type(registry).__name__}"
+        )
+
+
+def check_executor(executor: object) -> None:
+    """Refuse what is not an executor instance (a class, None, a number...)."""
+    if isinstance(executor, type):
+        raise TypeError(
+            f"executor must be a concurrent.futures.Executor instance, not the class {executor!r}"
+        )
+    if not callable(getattr(executor, "submit", None)):
+        raise TypeError(
+            f"executor must be a concurrent.futures.Executor, not {type(executor).__name__}"
+        )
+
+
 def make_layout(
     wait_buckets: Iterable[float] | None, duration_buckets: Iterable[float] | None
 ) -> Layout:
@@ -78,10 +99,8 @@ class ExecutorExporter:
         wait_buckets: Iterable[float] | None = None,
         duration_buckets: Iterable[float] | None = None,
     ) -> None:
-        if not callable(getattr(executor, "submit", None)):
-            raise TypeError(
-                f"executor must be a concurrent.futures.Executor, not {type(executor).__name__}"
-            )
+        check_executor(executor)
+        check_registry(registry)
         layout = make_layout(wait_buckets, duration_buckets)
         state = ExecutorState(
             resolve_id(executor_id, exporter_id),

@@ -41,7 +41,7 @@ from ._layout import (
 )
 from ._shared import SharedSlots
 from ._state import ExecutorState
-from .exporter import ExecutorExporter, make_layout, resolve_id, type_name
+from .exporter import ExecutorExporter, check_registry, make_layout, resolve_id, type_name
 from .stats import ExecutorStats
 
 __all__ = ["ProcessPoolExecutor"]
@@ -201,9 +201,10 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         duration_buckets: Iterable[float] | None = None,
     ) -> None:
         name = resolve_id(executor_id, exporter_id)
+        check_registry(registry)
         layout = make_layout(wait_buckets, duration_buckets)
         extra = {} if max_tasks_per_child is None else {"max_tasks_per_child": max_tasks_per_child}
-        boot = WorkerBoot(initializer, tuple(initargs), layout)
+        boot = WorkerBoot(initializer, initargs, layout)
         # The stdlib validates every argument, in its own order and words (a bad
         # initializer is handed over as it is for that), and picks the context; nothing
         # is exported until then.

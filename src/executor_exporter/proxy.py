@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._task import submit_task
-from .exporter import ExecutorExporter
+from .exporter import ExecutorExporter, check_executor
 from .stats import ExecutorStats
 
 __all__ = ["InstrumentedExecutorProxy"]
@@ -31,6 +31,7 @@ class InstrumentedExecutorProxy(Executor):
     def __init__(
         self, executor: Executor, exporter: ExecutorExporter, max_workers: int | None = None
     ) -> None:
+        check_executor(executor)
         if not isinstance(exporter, ExecutorExporter):
             raise TypeError(f"exporter must be an ExecutorExporter, not {type(exporter).__name__}")
         if max_workers is not None and (

@@ -13,7 +13,7 @@ from ._layout import INITIALIZED
 from ._slots import ThreadSlots
 from ._state import ExecutorState
 from ._task import submit_task
-from .exporter import ExecutorExporter, make_layout, resolve_id, type_name
+from .exporter import ExecutorExporter, check_registry, make_layout, resolve_id, type_name
 from .stats import ExecutorStats
 
 __all__ = ["ThreadPoolExecutor"]
@@ -24,15 +24,19 @@ _T = TypeVar("_T")
 class _WorkerInitializer:
     """Runs in each new worker thread: the user's initializer, then the count."""
 
-    __slots__ = ("initializer", "slots")
+    __slots__ = ("initargs", "initializer", "slots")
 
-    def __init__(self, slots: ThreadSlots, initializer: Callable[..., object] | None) -> None:
+    def __init__(
+        self, slots: ThreadSlots, initializer: Callable[..., object] | None, initargs: Any
+    ) -> None:
         self.slots = slots
         self.initializer = initializer
+        self.initargs = initargs  # as given: the stdlib unpacks them only to call
 
-    def __call__(self, *initargs: Any) -> None:
+    def __call__(self) -> None:
         if self.initializer is not None:
-            self.initializer(*initargs)  # raising breaks the pool, as in the stdlib
+            # Raising (bad initargs included) breaks the pool, as in the stdlib.
+            self.initializer(*self.initargs)
         self.slots.get()[INITIALIZED] += 1.0
 
 
@@ -59,6 +63,7 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         duration_buckets: Iterable[float] | None = None,
     ) -> None:
         name = resolve_id(executor_id, exporter_id)
+        check_registry(registry)
         layout = make_layout(wait_buckets, duration_buckets)
         slots = ThreadSlots(layout.width)
         state = ExecutorState(
@@ -71,11 +76,10 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         )
         # The stdlib validates every argument, in its own order and words (a bad
         # initializer is handed over as it is for that); nothing is exported until then.
-        wrapped = (
-            _WorkerInitializer(slots, initializer)
-            if initializer is None or callable(initializer)
-            else initializer
-        )
+        if initializer is None or callable(initializer):
+            wrapped, initargs = _WorkerInitializer(slots, initializer, initargs), ()
+        else:
+            wrapped = initializer
         super().__init__(max_workers, thread_name_prefix, wrapped, initargs)
         self._ee_state = state
         state.add_max_workers(self._max_workers)
