@@ -299,8 +299,12 @@ class ThreadPoolModel(RuleBasedStateMachine):
 
     @rule(index=st.integers(0, 10_000))
     def cancel(self, index: int) -> None:
-        # Mostly futures not done yet: those are the ones a cancel() can succeed on.
-        candidates = [r for r in self.recs if not r.future.done()] or self.recs
+        # Queued futures first (cancel() succeeds on those), then running, then any.
+        candidates = (
+            [r for r in self.recs if not r.future.done() and not r.future.running()]
+            or [r for r in self.recs if not r.future.done()]
+            or self.recs
+        )
         if not candidates:
             return
         rec = candidates[index % len(candidates)]
@@ -353,6 +357,9 @@ class ThreadPoolModel(RuleBasedStateMachine):
     # -- checks -----------------------------------------------------------------------
 
     def check(self, *, quiescent: bool = False) -> ExecutorStats:
+        # Settled: every future done before anything is read (not after: a task still
+        # running now may end while we read, and the counts below would be stale).
+        settled = quiescent or all(r.future.done() for r in self.recs)
         # Lower bounds first: what is known finished now was recorded before its future
         # was done, so the snapshot taken next shows it.
         known = {"completed": 0, "failed": 0}
@@ -416,7 +423,7 @@ class ThreadPoolModel(RuleBasedStateMachine):
                 s.wait.count,
             ), e
 
-        if quiescent or all(r.future.done() for r in self.recs):
+        if settled:
             assert known == possible, (known, possible)
             assert (s.completed, s.failed) == (known["completed"], known["failed"]), s
             assert (s.queued, s.running) == (0, 0), s
