@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any
 
+from proc_tasks import wait_for_file  # noqa: F401  (one copy, used through this module)
+
 
 def square(x: int) -> int:
     return x * x
@@ -64,16 +66,6 @@ def init_record(path: str) -> None:
     """Leave one file per worker process that ran its initializer."""
     with open(os.path.join(path, str(os.getpid())), "w") as f:
         f.write("ok")
-
-
-def wait_for_file(path: str, timeout: float = 30.0) -> str:
-    """Block until ``path`` exists: holds a worker busy until the test releases it."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(path)
-        time.sleep(0.005)
-    return path
 
 
 class NeedsTwoArgs(Exception):

@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+from proc_tasks import wait_for_file  # noqa: F401  (one copy, used through this module)
+
 # The map item of test_process_pool_load_with_killed_worker that kills its worker.
 KILL_AT = 5_010
 
@@ -52,13 +54,3 @@ def raise_at(x: int, bad: int) -> int:
     if x == bad:
         raise ValueError(f"item {x} fails on purpose")
     return x
-
-
-def wait_for_file(path: str, timeout: float = 30.0) -> str:
-    """Block until ``path`` exists: holds a worker process busy until the test says."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(path)
-        time.sleep(0.005)
-    return path
