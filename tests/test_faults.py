@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -400,6 +401,7 @@ def test_keyboard_interrupt_and_system_exit_in_child(
 # -- max_tasks_per_child ---------------------------------------------------------------
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="max_tasks_per_child is 3.11+")
 def test_max_tasks_per_child_churn_reuses_slots(
     registry: CollectorRegistry, tmp_path: Path
 ) -> None:

@@ -55,9 +55,12 @@ class SharedSlots:
         self._view = doubles(self.raw)
         self.ring = self._view[capacity * layout.width :]
 
-    def ran(self, seq: int) -> bool:
-        """Whether a worker accounted for call ``seq`` (see ``_child``)."""
-        return bool(self.ring[seq % self.ring_size] == seq)
+    def mark(self, seq: int) -> float:
+        """The done-ring entry of call ``seq``: ``seq`` itself once a worker accounted for
+        it, later a greater number (a later call sharing the entry), never a smaller one.
+        Calls reach the workers in order, so an entry >= ``seq`` means the call reached a
+        worker; an entry < ``seq`` means it has not (see ``_child``)."""
+        return float(self.ring[seq % self.ring_size])
 
     def slot(self, index: int) -> Slot:
         """A writable view of slot ``index``."""

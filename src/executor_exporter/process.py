@@ -74,7 +74,7 @@ class _Pending:
             with state.lock:
                 state.cancelled += self.n
             return
-        if exc is None or state.shared.ran(self.seq):
+        if exc is None or state.shared.mark(self.seq) >= self.seq:
             return  # a worker recorded every item: it returned, raised, or did not pickle
         with state.lock:
             if isinstance(exc, BrokenProcessPool):
@@ -117,9 +117,12 @@ class _ProcessState(ExecutorState):
             for call, t_break in self.broken:
                 # The stdlib fails every pending future as soon as one worker dies; the
                 # others may still finish their call before they are terminated.
-                if self.shared.ran(call.seq):
-                    continue
+                mark = self.shared.mark(call.seq)
+                if mark == call.seq:
+                    continue  # a worker accounted for it
                 slot = slots.get(call.seq)
+                if slot is None and mark > call.seq:
+                    continue  # reached a worker (a later call ran), which finished it
                 started_in_call = 0
                 if slot is not None:
                     started = round(sum(slot[w:c]))
@@ -220,9 +223,9 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         size: int = self._max_workers  # type: ignore[attr-defined]
         # Room for a replacement worker starting while the one it replaces exits.
         capacity = 2 * size + 1
-        # The manager thread keeps at most size + 1 calls queued beyond the running
-        # ones, so a call's mark in the done ring outlives its future's callback.
-        ring = 8 * size + 64
+        # Entries are reused every `ring` calls: that must exceed how far concurrent
+        # submitters can reorder calls (a few), nothing more; see SharedSlots.mark.
+        ring = max(1024, 8 * size)
         slots = SharedSlots(ctx, layout, capacity, ring)
         boot.raw, boot.lock, boot.capacity, boot.ring = slots.raw, slots.lock, capacity, ring
         self._ee_state = state = _ProcessState(name, layout, slots)
