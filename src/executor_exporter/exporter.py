@@ -35,13 +35,26 @@ def type_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def check_registry(registry: object) -> None:
-    """Refuse anything but a prometheus_client registry, before anything is created."""
+def exporter_options(
+    executor_id: object,
+    exporter_id: object,
+    registry: object,
+    wait_buckets: Iterable[float] | None,
+    duration_buckets: Iterable[float] | None,
+) -> tuple[str, Layout]:
+    """Check the options every exported executor takes, before anything is created;
+    return the ``executor`` label and the slot layout."""
+    name = resolve_id(executor_id, exporter_id)
     if registry is not None and not isinstance(registry, CollectorRegistry):
         raise TypeError(
             "registry must be a prometheus_client.CollectorRegistry, "
             f"not {type(registry).__name__}"
         )
+    layout = Layout(
+        validate_buckets(wait_buckets, "wait_buckets"),
+        validate_buckets(duration_buckets, "duration_buckets"),
+    )
+    return name, layout
 
 
 def check_executor(executor: object) -> None:
@@ -54,15 +67,6 @@ def check_executor(executor: object) -> None:
         raise TypeError(
             f"executor must be a concurrent.futures.Executor, not {type(executor).__name__}"
         )
-
-
-def make_layout(
-    wait_buckets: Iterable[float] | None, duration_buckets: Iterable[float] | None
-) -> Layout:
-    return Layout(
-        validate_buckets(wait_buckets, "wait_buckets"),
-        validate_buckets(duration_buckets, "duration_buckets"),
-    )
 
 
 def _close(state: ExecutorState) -> None:
@@ -100,10 +104,11 @@ class ExecutorExporter:
         duration_buckets: Iterable[float] | None = None,
     ) -> None:
         check_executor(executor)
-        check_registry(registry)
-        layout = make_layout(wait_buckets, duration_buckets)
+        name, layout = exporter_options(
+            executor_id, exporter_id, registry, wait_buckets, duration_buckets
+        )
         state = ExecutorState(
-            resolve_id(executor_id, exporter_id),
+            name,
             type_name(type(executor)),
             layout,
             ThreadSlots(layout.width),

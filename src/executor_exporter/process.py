@@ -41,7 +41,7 @@ from ._layout import (
 )
 from ._shared import SharedSlots
 from ._state import ExecutorState
-from .exporter import ExecutorExporter, check_registry, make_layout, resolve_id, type_name
+from .exporter import ExecutorExporter, exporter_options, type_name
 from .stats import ExecutorStats
 
 __all__ = ["ProcessPoolExecutor"]
@@ -203,9 +203,9 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         wait_buckets: Iterable[float] | None = None,
         duration_buckets: Iterable[float] | None = None,
     ) -> None:
-        name = resolve_id(executor_id, exporter_id)
-        check_registry(registry)
-        layout = make_layout(wait_buckets, duration_buckets)
+        name, layout = exporter_options(
+            executor_id, exporter_id, registry, wait_buckets, duration_buckets
+        )
         extra = {} if max_tasks_per_child is None else {"max_tasks_per_child": max_tasks_per_child}
         boot = WorkerBoot(initializer, initargs, layout)
         # The stdlib validates every argument, in its own order and words (a bad

@@ -13,7 +13,7 @@ from ._layout import INITIALIZED
 from ._slots import ThreadSlots
 from ._state import ExecutorState
 from ._task import submit_task
-from .exporter import ExecutorExporter, check_registry, make_layout, resolve_id, type_name
+from .exporter import ExecutorExporter, exporter_options, type_name
 from .stats import ExecutorStats
 
 __all__ = ["ThreadPoolExecutor"]
@@ -62,9 +62,9 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         wait_buckets: Iterable[float] | None = None,
         duration_buckets: Iterable[float] | None = None,
     ) -> None:
-        name = resolve_id(executor_id, exporter_id)
-        check_registry(registry)
-        layout = make_layout(wait_buckets, duration_buckets)
+        name, layout = exporter_options(
+            executor_id, exporter_id, registry, wait_buckets, duration_buckets
+        )
         slots = ThreadSlots(layout.width)
         state = ExecutorState(
             name,
