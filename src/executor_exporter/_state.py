@@ -259,10 +259,6 @@ class ExecutorState:
 
     # -- reading ---------------------------------------------------------------------
 
-    def is_started(self, call: Call, slots: list[list[float]]) -> bool:
-        """Whether every item of a pending call has started (threads know directly)."""
-        return bool(getattr(call, "started", False))
-
     def read(self, now: float) -> Totals:
         """Return this instance's numbers at time ``now`` (``time.monotonic()``)."""
         self.sweep()
@@ -321,9 +317,11 @@ class ExecutorState:
         return t
 
     def _oldest_queued_age(self, now: float, slots: list[list[float]]) -> float:
+        # Thread tasks flag their start; process pools override this from the slots.
+        call: Call
         for call in list(self.pending):  # list(dict) is one atomic copy
-            if not self.is_started(call, slots):
-                return max(0.0, now - float(call.t_submit))
+            if not call.started:
+                return max(0.0, now - call.t_submit)
         return 0.0
 
     def stats(self, now: float) -> ExecutorStats:
