@@ -10,6 +10,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ._layout import Layout, validate_buckets
+from ._remote import RemoteState, runs_out_of_process
 from ._slots import ThreadSlots
 from ._state import ExecutorState
 from .collector import collector_for
@@ -89,6 +90,12 @@ class ExecutorExporter:
     the histogram bounds in seconds (default :data:`~executor_exporter.DEFAULT_BUCKETS`);
     instances sharing an id must share them.  Nothing is registered until the first
     exporter is made for a registry, and then one collector serves all executors.
+
+    ``remote`` says whether the executor runs calls in other processes or hosts; by
+    default it is detected (dask.distributed, loky, mpi4py and stdlib process pools do).
+    Calls of a remote executor are timed on the worker, on its wall clock, and the
+    proxy hands out futures of its own; set it for an out-of-process executor of
+    another kind.
     """
 
     __slots__ = ("__weakref__", "_state")
@@ -102,18 +109,24 @@ class ExecutorExporter:
         registry: CollectorRegistry | None = None,
         wait_buckets: Iterable[float] | None = None,
         duration_buckets: Iterable[float] | None = None,
+        remote: bool | None = None,
     ) -> None:
         check_executor(executor)
         name, layout = exporter_options(
             executor_id, exporter_id, registry, wait_buckets, duration_buckets
         )
-        state = ExecutorState(
-            name,
-            type_name(type(executor)),
-            layout,
-            ThreadSlots(layout.width),
-            knows_workers=False,
-        )
+        if remote is None:
+            remote = runs_out_of_process(executor)
+        elif not isinstance(remote, bool):
+            raise TypeError(f"remote must be a bool or None, not {type(remote).__name__}")
+        executor_type = type_name(type(executor))
+        state: ExecutorState
+        if remote:
+            state = RemoteState(name, executor_type, layout)
+        else:
+            state = ExecutorState(
+                name, executor_type, layout, ThreadSlots(layout.width), knows_workers=False
+            )
         self._state = state
         self._export(executor, registry)
 
@@ -146,6 +159,11 @@ class ExecutorExporter:
     def executor_id(self) -> str:
         """The ``executor`` label value (``""`` when no id was given)."""
         return self._state.executor_id
+
+    @property
+    def remote(self) -> bool:
+        """Whether calls are timed on remote workers (see the class docstring)."""
+        return isinstance(self._state, RemoteState)
 
     @property
     def executor_type(self) -> str:

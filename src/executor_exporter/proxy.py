@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._remote import RemoteState, submit_remote
 from ._task import submit_task
 from .exporter import ExecutorExporter, check_executor
 from .stats import ExecutorStats
@@ -22,10 +24,15 @@ class InstrumentedExecutorProxy(Executor):
 
     ``map`` is built on this proxy's own ``submit`` (each item is a task, whatever the
     wrapped executor's ``map`` would do).  ``max_workers`` is the wrapped executor's
-    size when known; without it ``workers_max`` is left out rather than guessed.  Tasks
-    are wrapped in a callable run in-process, so this suits executors that run Python
-    callables in threads of this process; process pools want
-    :class:`~executor_exporter.ProcessPoolExecutor`.
+    size when known; without it ``workers_max`` is left out rather than guessed.
+
+    For executors that run calls in this process, each call is wrapped and timed where
+    it runs, and the wrapped executor's futures are handed out.  For executors whose
+    workers are other processes or hosts (``exporter.remote``: dask.distributed, loky,
+    mpi4py...), each call is sent with a picklable wrapper that times it on the worker,
+    and ``submit`` returns a future of the proxy's own, completed from the executor's
+    (its ``cancel()`` cancels the call in the executor).  Stdlib process pools are better
+    served by :class:`~executor_exporter.ProcessPoolExecutor`.
     """
 
     def __init__(
@@ -46,6 +53,14 @@ class InstrumentedExecutorProxy(Executor):
         self._exporter = exporter
         self._state = exporter._state
         self._state.add_max_workers(max_workers)
+        state = self._state
+        self._submit_call: Callable[
+            [Callable[..., Any], tuple[Any, ...], dict[str, Any]], Future[Any]
+        ]
+        if isinstance(state, RemoteState):
+            self._submit_call = partial(submit_remote, state, executor.submit)
+        else:
+            self._submit_call = partial(submit_task, state, executor.submit)
 
     @property
     def executor(self) -> Executor:
@@ -59,7 +74,7 @@ class InstrumentedExecutorProxy(Executor):
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
         """Submit ``fn(*args, **kwargs)`` to the wrapped executor, recorded."""
-        return submit_task(self._state, self._executor.submit, fn, args, kwargs)
+        return self._submit_call(fn, args, kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Shut the wrapped executor down; ``cancel_futures`` is passed on only when
