@@ -349,6 +349,28 @@ def test_dask_task_keys_keep_the_function_name(
     assert all(k.startswith("square-") for k in keys), keys
 
 
+def test_dask_workers_on_another_host_post_starts_as_events(
+    dask_client: Any, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    p = Pool(dask_client.get_executor(pure=False), registry)
+    # Workers that cannot open the board (as on another host) log each start as a dask
+    # event, which reaches this client through the scheduler.
+    os.unlink(p.exporter._state.board.path)  # type: ignore[attr-defined]
+    release = str(tmp_path / "go")
+    blocked = [p.proxy.submit(wait_for_file, release) for _ in range(2)]
+    wait_until(lambda: p.proxy.stats().running == 2, timeout=30)
+    assert all(f.running() for f in blocked)
+    assert p.proxy.stats().queued == 0
+    Path(release).touch()
+    assert [f.result(timeout=30) for f in blocked] == [release, release]
+    s = p.proxy.stats()
+    assert (s.running, s.queued, s.completed, s.wait.count) == (0, 0, 2, 2)
+    assert_invariants(s)
+    # Events leave with their call (or at the next read, if they came after it ended).
+    state = p.exporter._state
+    wait_until(lambda: bool(p.proxy.stats()) and not state.posted, timeout=5)  # type: ignore[attr-defined]
+
+
 # -- mpi4py ---------------------------------------------------------------------------
 
 

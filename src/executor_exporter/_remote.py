@@ -7,7 +7,8 @@ queued).  So the proxy sends a :class:`~executor_exporter._remote_task.RemoteTas
 measures the call on the worker's wall clock, and hands the user a future of its own,
 completed from the executor's future once the outcome is in: the times are recorded
 then, the wait clamped at 0 where the two hosts' clocks disagree.  Workers on this host
-also post each start on a :class:`StartBoard`, so a scrape sees calls running live.
+also post each start on a :class:`StartBoard`, and dask workers elsewhere log it as a
+dask event to the client, so a scrape sees calls running live.
 """
 
 from __future__ import annotations
@@ -118,6 +119,35 @@ class RemoteState(ExecutorState):
         )
         self.board = StartBoard()
         self.seq = itertools.count(1)  # 0 would match an empty board entry
+        #: dask event topic that workers on other hosts post starts to ("" for none).
+        self.topic = ""
+        #: Starts received as dask events, by call; entries leave with their call.
+        self.posted: dict[int, float] = {}
+
+    def listen(self, executor: object) -> None:
+        """Receive the starts that dask workers on other hosts log as events."""
+        client = getattr(executor, "_client", None)
+        if not type(executor).__module__.startswith("distributed.") or not hasattr(
+            client, "subscribe_topic"
+        ):
+            return
+        posted = self.posted
+
+        def on_start(event: tuple[float, list[float]]) -> None:
+            seq, t_start = event[1]
+            posted[int(seq)] = t_start
+
+        self.topic = f"executor-exporter-{int(self.board.token)}"
+        client.subscribe_topic(self.topic, on_start)  # type: ignore[union-attr]
+
+    def started(self, seq: int) -> float:
+        """When call ``seq`` started (wall clock), as far as can be seen here; or 0.0."""
+        return self.board.start(seq) or self.posted.get(seq, 0.0)
+
+    def settled(self, call: _Call) -> None:
+        """Forget a call whose outcome is recorded."""
+        self.pending.pop(call, None)
+        self.posted.pop(call.seq, None)
 
     def record(self, call: _Call, t_start: float, t_end: float, ok: bool) -> None:
         """Record a call that ran from ``t_start`` to ``t_end`` (worker's wall clock)."""
@@ -134,11 +164,12 @@ class RemoteState(ExecutorState):
     def read(self, now: float) -> Totals:
         t = super().read(now)
         wall = time()
-        board = self.board
+        started = self.started
         running = 0
         in_flight = oldest_running = oldest_queued = 0.0
-        for call in list(self.pending):  # list(dict) is one atomic copy
-            start = board.start(call.seq)
+        calls = list(self.pending)  # list(dict) is one atomic copy
+        for call in calls:
+            start = started(call.seq)
             if start:
                 running += 1
                 age = max(0.0, wall - start)
@@ -151,6 +182,10 @@ class RemoteState(ExecutorState):
         t.busy += in_flight
         t.oldest_running_age = oldest_running
         t.oldest_queued_age = oldest_queued if t.queued else 0.0
+        if len(self.posted) > len(calls):  # events that came after their call ended
+            live = {call.seq for call in calls}
+            for seq in [seq for seq in list(self.posted) if seq not in live]:
+                self.posted.pop(seq, None)
         return t
 
     def _oldest_queued_age(self, now: float, slots: list[list[float]]) -> float:
@@ -182,36 +217,42 @@ class RemoteFuture(Future[Any]):
         """Whether the call is running on a worker now (as far as can be seen here)."""
         if self.done():
             return False
-        return bool(self._ee_state.board.start(self._ee_call.seq)) or self._ee_inner.running()
+        return bool(self._ee_state.started(self._ee_call.seq)) or self._ee_inner.running()
 
     def _settle(self, inner: Future[Any]) -> None:
+        # Record, leave the pending set, and only then complete this future: whoever
+        # waits on it and reads the numbers next finds the call settled.
         state, call = self._ee_state, self._ee_call
+        cancelled = inner.cancelled()
+        exc = None if cancelled else inner.exception()
+        result = None
         try:
-            if inner.cancelled():
-                self._failed(None, cancelled=True)
-                Future.cancel(self)
-                self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
-                return
-            exc = inner.exception()
-            if exc is None:
+            if cancelled:
+                self._failed(cancelled=True)
+            elif exc is None:
                 t_start, t_end, result = inner.result()
                 state.record(call, t_start, t_end, ok=True)
-                self.set_result(result)
-                return
-            span = vars(exc).pop(SPAN_ATTR, None) if hasattr(exc, "__dict__") else None
-            if span is not None:
-                state.record(call, span[0], span[1], ok=False)
-            else:  # the executor failed it: the worker died, or it never got there
-                self._failed(exc)
-            self.set_exception(exc)
+            else:
+                span = vars(exc).pop(SPAN_ATTR, None) if hasattr(exc, "__dict__") else None
+                if span is not None:
+                    state.record(call, span[0], span[1], ok=False)
+                else:  # the executor failed it: the worker died, or it never got there
+                    self._failed()
         finally:
-            state.pending.pop(call, None)
+            state.settled(call)
+        if cancelled:
+            Future.cancel(self)
+            self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
+        elif exc is None:
+            self.set_result(result)
+        else:
+            self.set_exception(exc)
 
-    def _failed(self, exc: BaseException | None, *, cancelled: bool = False) -> None:
+    def _failed(self, *, cancelled: bool = False) -> None:
         """Settle a call that has no outcome from its worker."""
         state, call = self._ee_state, self._ee_call
-        start = state.board.start(call.seq)
-        if start:  # it started here and was cut short (worker killed, task cancelled)
+        start = state.started(call.seq)
+        if start:  # it started and was cut short (worker killed, task cancelled)
             state.record(call, start, time(), ok=False)
             return
         with state.lock:
@@ -236,7 +277,7 @@ def submit_remote(
     pending[call] = None
     board = state.board
     try:
-        inner = submit(RemoteTask(fn, args, kwargs, seq, board.path, board.token))
+        inner = submit(RemoteTask(fn, args, kwargs, seq, board.path, board.token, state.topic))
     except BaseException as exc:
         pending.pop(call, None)
         if isinstance(exc, RuntimeError):  # shutdown, or BrokenExecutor (a subclass)

@@ -8,13 +8,16 @@ its remote traceback) exactly as it would without us.
 
 When the worker shares this host with the parent, it also posts the start of each call
 on the parent's *start board*, a small file in shared memory, so that the parent sees the
-call running while it runs; elsewhere the start is known when the outcome arrives.
+call running while it runs.  A dask worker on another host logs it as a dask event
+instead, which reaches the parent's client through the scheduler.  Elsewhere the start
+is known when the outcome arrives.
 """
 
 from __future__ import annotations
 
 import contextlib
 import mmap
+import sys
 from collections.abc import Callable
 from time import time
 from typing import Any
@@ -51,10 +54,21 @@ def _board(path: str, token: float) -> Any:
     return view
 
 
+def _log_dask_event(topic: str, seq: int, t_start: float) -> None:
+    distributed = sys.modules.get("distributed")  # never imported here: only if loaded
+    if distributed is None:
+        return
+    try:
+        worker = distributed.get_worker()
+    except ValueError:  # not in a dask worker
+        return
+    worker.log_event(topic, [seq, t_start])
+
+
 class RemoteTask:
     """One call, as sent to the worker: runs it and reports when it started and ended."""
 
-    __slots__ = ("args", "board", "fn", "kwargs", "seq", "token")
+    __slots__ = ("args", "board", "fn", "kwargs", "seq", "token", "topic")
 
     def __init__(
         self,
@@ -64,6 +78,7 @@ class RemoteTask:
         seq: int,
         board: str,
         token: float,
+        topic: str = "",
     ) -> None:
         self.fn = fn
         self.args = args
@@ -71,6 +86,7 @@ class RemoteTask:
         self.seq = seq
         self.board = board
         self.token = token
+        self.topic = topic
 
     @property
     def __name__(self) -> str:
@@ -83,7 +99,7 @@ class RemoteTask:
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             RemoteTask,
-            (self.fn, self.args, self.kwargs, self.seq, self.board, self.token),
+            (self.fn, self.args, self.kwargs, self.seq, self.board, self.token, self.topic),
         )
 
     def __call__(self) -> tuple[float, float, Any]:
@@ -94,6 +110,8 @@ class RemoteTask:
             # The time first: a reader that sees the seq sees the time that goes with it.
             view[i] = t_start
             view[i + 1] = float(self.seq)
+        elif self.topic:
+            _log_dask_event(self.topic, self.seq, t_start)
         try:
             result = self.fn(*self.args, **self.kwargs)
         except BaseException as exc:

@@ -123,6 +123,7 @@ class ExecutorExporter:
         state: ExecutorState
         if remote:
             state = RemoteState(name, executor_type, layout)
+            state.listen(executor)
         else:
             state = ExecutorState(
                 name, executor_type, layout, ThreadSlots(layout.width), knows_workers=False
