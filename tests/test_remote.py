@@ -154,7 +154,8 @@ def test_exceptions_pass_through_unchanged(pool: Pool) -> None:
     cause = str(exc.__cause__ or "")
     if cause:
         assert 'raise ValueError(f"bad item {x}")' in cause
-        assert "_remote_task" not in cause
+        if sys.version_info >= (3, 11):  # 3.10 keeps one wrapper frame
+            assert "_remote_task" not in cause
     with pytest.raises(ValueError, match="bad item 3"):
         list(pool.proxy.map(raise_at, range(5), [3] * 5, timeout=30))
     # map cancels the items after the failed one; those already running finish.
