@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import threading
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 import executor_exporter
@@ -168,6 +170,17 @@ def has_series(registry: CollectorRegistry, executor: str) -> bool:
 def all_samples(registry: CollectorRegistry) -> list[Any]:
     """Every sample of every family in ``registry``."""
     return [s for family in registry.collect() for s in family.samples]
+
+
+def require_module(name: str) -> Any:
+    """Import ``name``; skip without it, or fail under ``CI=true`` (CI installs it)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        message = f"{name} is not installed ({exc}); pip install -e '.[dev]'"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI=true, so this is a failure")
+        pytest.skip(message)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

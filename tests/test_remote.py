@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import gc
-import importlib
 import json
 import os
 import pickle
@@ -28,7 +27,13 @@ from prometheus_client import CollectorRegistry
 import executor_exporter._remote_task as remote_task
 from executor_exporter import ExecutorExporter, InstrumentedExecutorProxy
 from executor_exporter._remote import RemoteFuture
-from helpers import assert_exported_invariants, assert_invariants, sample, wait_until
+from helpers import (
+    assert_exported_invariants,
+    assert_invariants,
+    require_module,
+    sample,
+    wait_until,
+)
 from proc_tasks import (
     kill_self_at,
     raise_at,
@@ -40,17 +45,6 @@ from proc_tasks import (
 
 HERE = Path(__file__).parent
 PROCESS_TYPE = "concurrent.futures.process.ProcessPoolExecutor"
-
-
-def require_module(name: str) -> Any:
-    """Import ``name``; skip without it, or fail under ``CI=true``."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        message = f"{name} is not installed ({exc}); pip install -e '.[dev]'"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI=true, so this is a failure")
-        pytest.skip(message)
 
 
 def quiescent(proxy: InstrumentedExecutorProxy) -> Any:

@@ -26,7 +26,12 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 import stress_tasks as t
-from executor_exporter import ProcessPoolExecutor, ThreadPoolExecutor
+from executor_exporter import (
+    ExecutorExporter,
+    InstrumentedExecutorProxy,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+)
 from executor_exporter.collector import collector_for
 from helpers import (
     PACKAGE_DIR,
@@ -646,3 +651,54 @@ def test_dropped_process_pools_are_retired(registry: CollectorRegistry) -> None:
         e = assert_exported_invariants(registry, f"proc-{i}", PROCESS_TYPE)
         assert (e.completed, e.queued, e.running) == (10, 0, 0)
     assert not multiprocessing.active_children()
+
+
+# -- 3. proxies over out-of-process executors ------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["stdlib-process", "loky"])
+def test_remote_proxy_under_load(registry: CollectorRegistry, engine: str) -> None:
+    """4 threads submit 4,000 calls through a proxy over 2 worker processes, 10% raising,
+    5% cancelled while queued, while a thread scrapes in a loop: counters never go down,
+    gauges never go negative, and once every future is done every number is exact."""
+    if engine == "loky":
+        loky = (
+            pytest.importorskip("loky") if os.environ.get("CI") != "true" else __import__("loky")
+        )
+        executor: cf.Executor = loky.get_reusable_executor(max_workers=2, reuse=False)
+    else:
+        executor = cf.ProcessPoolExecutor(2)
+    exporter = ExecutorExporter(executor, executor_id="remote-load", registry=registry)
+    proxy = InstrumentedExecutorProxy(executor, exporter, 2)
+    submitters, per = 4, 1_000
+    futures: list[list[Future[Any]]] = [[] for _ in range(submitters)]
+    cancelled = [0] * submitters
+
+    def submit_many(k: int) -> None:
+        for i in range(per):
+            r = i % 20
+            if r < 2:
+                futures[k].append(proxy.submit(t.boom, i))
+            elif r == 10:
+                f = proxy.submit(t.tiny, i)
+                if f.cancel():
+                    cancelled[k] += 1
+                futures[k].append(f)
+            else:
+                futures[k].append(proxy.submit(t.tiny, i))
+
+    with Scraper(registry, "remote-load", exporter.executor_type) as scraper:
+        run_threads(submit_many, [(k,) for k in range(submitters)])
+        _, not_done = cf.wait([f for fs in futures for f in fs], timeout=120)
+        assert not not_done
+    executor.shutdown(wait=True)
+    scraper.check()
+    total = submitters * per
+    raised = submitters * sum(1 for i in range(per) if i % 20 < 2)
+    s = proxy.stats()
+    assert (s.submitted, s.failed, s.cancelled) == (total, raised, sum(cancelled))
+    assert s.completed == total - raised - sum(cancelled)
+    assert (s.queued, s.running) == (0, 0)
+    assert s.wait.count == s.completed + s.failed
+    assert_invariants(s)
+    assert_exported_invariants(registry, "remote-load", exporter.executor_type)
