@@ -399,3 +399,30 @@ def test_mpi4py_pool_executor(tmp_path: Path) -> None:
         0,
     )
     assert final["wait_count"] == 12
+
+
+def test_dask_event_is_logged_only_inside_a_dask_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    logged: list[tuple[str, Any]] = []
+
+    class Worker:
+        def log_event(self, topic: str, msg: Any) -> None:
+            logged.append((topic, msg))
+
+    class Distributed:
+        worker: Worker | None = None
+
+        def get_worker(self) -> Worker:
+            if self.worker is None:
+                raise ValueError("No worker found")
+            return self.worker
+
+    fake = Distributed()
+    task = remote_task.RemoteTask(square, (3,), {}, 5, "", 1.0, "topic-x")
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as good as not loaded
+    assert task()[2] == 9  # nothing imported, nothing logged
+    monkeypatch.setitem(sys.modules, "distributed", fake)
+    assert task()[2] == 9  # loaded, but not in a worker
+    fake.worker = Worker()
+    t_start, _, result = task()
+    assert result == 9
+    assert logged == [("topic-x", [5, t_start])]
