@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from . import multiprocess
 from ._layout import Layout, validate_buckets
 from ._slots import ThreadSlots
 from ._state import ExecutorState
@@ -141,6 +142,7 @@ class ExecutorExporter:
             if finalizer is not None:
                 finalizer.detach()
             raise
+        multiprocess.exported()
 
     @property
     def executor_id(self) -> str:

@@ -1,0 +1,241 @@
+"""Multi-process mode (PROMETHEUS_MULTIPROC_DIR): what MultiProcessCollector shows.
+
+prometheus_client picks its value class when imported, so every writer is a subprocess
+(``mp_worker.py``) with the variable set; this process only reads the directory.  The
+end-to-end test runs a real gunicorn with ``gunicorn_app.py`` and ``gunicorn_conf.py``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.parser import text_string_to_metric_families
+
+from executor_exporter import METRICS, multiprocess
+
+TESTS = Path(__file__).resolve().parent
+THREAD = "concurrent.futures.thread.ThreadPoolExecutor"
+TIMEOUT = 30.0
+LIVE_GAUGES = {
+    "python_executor_queued_tasks",
+    "python_executor_running_tasks_total",
+    "python_executor_workers",
+    "python_executor_workers_max",
+    "python_executor_oldest_queued_task_age_seconds",
+    "python_executor_oldest_running_task_age_seconds",
+}
+
+# name -> (type, help, {(sample name, sorted labels): value})
+Families = dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]]
+
+
+def parse(text: str) -> Families:
+    """Our families of an exposition that have samples, samples keyed by name and labels."""
+    out: Families = {}
+    for fam in text_string_to_metric_families(text):
+        if not fam.name.startswith("python_executor_"):
+            continue  # the global registry's process and gc collectors
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in fam.samples}
+        if samples:
+            out[fam.name] = (fam.type, fam.documentation, samples)
+    return out
+
+
+def read_dir(path: Path, pid: int | None = None) -> Families:
+    """What MultiProcessCollector shows for the directory, or for one pid's files."""
+    if pid is None:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(path))
+    else:
+        files = glob.glob(os.path.join(path, f"*_{pid}.db"))
+
+        class OnePid:
+            def collect(self) -> Any:
+                return MultiProcessCollector.merge(files, accumulate=True)
+
+        registry = CollectorRegistry()
+        registry.register(OnePid())  # type: ignore[arg-type]
+    return parse(generate_latest(registry).decode())
+
+
+def value(fams: Families, name: str, executor: str = "web", **labels: str) -> float | None:
+    """One sample of a family, by sample name (None when absent)."""
+    family = name
+    for suffix in ("_bucket", "_count", "_sum"):
+        if name.endswith(suffix) and name[: -len(suffix)] in fams:
+            family = name[: -len(suffix)]
+    if family.endswith("_total") and family not in fams:
+        family = family[: -len("_total")]
+    if family not in fams:
+        return None
+    want = {"executor": executor, "executor_type": THREAD, **labels}
+    return fams[family][2].get((name, tuple(sorted(want.items()))))
+
+
+@dataclass
+class Worker:
+    """A running ``mp_worker.py``: its report, and its stdin to let it exit."""
+
+    proc: subprocess.Popen[str]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def finish(self) -> None:
+        """Close stdin: the worker ends its work and exits normally."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        assert self.proc.wait(TIMEOUT) == 0
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(TIMEOUT)
+
+
+@pytest.fixture
+def mp_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "multiproc"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def start(mp_dir: Path) -> Iterator[Callable[..., Worker]]:
+    """Start ``mp_worker.py MODE ARGS`` with PROMETHEUS_MULTIPROC_DIR, wait for its report."""
+    workers: list[Worker] = []
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mp_dir)}
+    env.pop("prometheus_multiproc_dir", None)
+
+    def start(*args: object) -> Worker:
+        proc = subprocess.Popen(
+            [sys.executable, str(TESTS / "mp_worker.py"), *map(str, args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        worker = Worker(proc)
+        workers.append(worker)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # bounded: every mode reports within seconds
+        assert line, f"mp_worker {args} exited with {proc.wait(TIMEOUT)} before reporting"
+        worker.report = json.loads(line)
+        return worker
+
+    yield start
+    for worker in workers:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait(TIMEOUT)
+
+
+def test_one_process_shows_what_the_collector_shows(
+    mp_dir: Path, start: Callable[..., Worker]
+) -> None:
+    worker = start("mixed")
+    normal = parse(worker.report["exposition"])
+    mp = read_dir(mp_dir)
+    # Every family with its type, help, label sets and values; workers is left out for
+    # the proxy and workers_max too, since its max_workers is unknown.
+    assert mp == normal
+    assert set(mp) == {
+        d.name.removesuffix("_total") if d.type == "counter" else d.name for d in METRICS
+    }
+    assert value(mp, "python_executor_submitted_tasks_total") == 17
+    assert value(mp, "python_executor_cancelled_tasks_total") == 1
+    assert value(mp, "python_executor_tasks_duration_seconds_count", result="failed") == 2
+    assert value(mp, "python_executor_rejected_tasks_total", "closed", reason="shutdown") == 1
+    custom = {"executor": "custom"}
+    for name in ("python_executor_workers", "python_executor_workers_max"):
+        assert not [k for k in mp[name][2] if custom.items() <= dict(k[1]).items()]
+    worker.finish()
+
+
+def snapshot(src: Path, dst: Path) -> Path:
+    """Copy the directory: writers update ages and busy time every second."""
+    shutil.copytree(src, dst)
+    return dst
+
+
+def combine(x: Families, y: Families, name: str) -> dict[Any, float]:
+    """Samples of ``name`` in x and y merged as MultiProcessCollector does."""
+    xs, ys = x.get(name, ("", "", {}))[2], y.get(name, ("", "", {}))[2]
+    pick = max if "oldest" in name else (lambda a, b: a + b)
+    return {k: pick(xs.get(k, ys.get(k)), ys.get(k, xs.get(k))) for k in xs.keys() | ys.keys()}
+
+
+def test_processes_add_up_and_dead_ones_drop_their_live_gauges(
+    mp_dir: Path, tmp_path: Path, start: Callable[..., Worker]
+) -> None:
+    a, b = start("hold", 5), start("hold", 7)
+    snap = snapshot(mp_dir, tmp_path / "snap1")
+    one, two, both = read_dir(snap, a.pid), read_dir(snap, b.pid), read_dir(snap)
+    assert value(both, "python_executor_submitted_tasks_total") == 5 + 1 + 7 + 1
+    assert value(both, "python_executor_running_tasks_total") == 2
+    assert value(both, "python_executor_workers_max") == 8
+    assert value(both, "python_executor_oldest_running_task_age_seconds") > 0
+    # Every sample is the sum of the two processes', the ages their max.
+    assert both.keys() == one.keys() == two.keys()
+    for name, (_, _, samples) in both.items():
+        assert samples == pytest.approx(combine(one, two, name)), name
+
+    b.kill()
+    mark_process_dead(b.pid, str(mp_dir))  # what gunicorn's child_exit hook does
+    snap = snapshot(mp_dir, tmp_path / "snap2")
+    one, dead, after = read_dir(snap, a.pid), read_dir(snap, b.pid), read_dir(snap)
+    assert not dead.keys() & LIVE_GAUGES
+    assert value(dead, "python_executor_submitted_tasks_total") == 7 + 1
+    for name in LIVE_GAUGES & both.keys():
+        assert after[name] == one[name], name  # only the live process's gauges
+    for name in both.keys() - LIVE_GAUGES:
+        assert after[name][2] == pytest.approx(combine(one, dead, name)), name
+    assert value(after, "python_executor_submitted_tasks_total") == 5 + 1 + 7 + 1
+    assert value(after, "python_executor_workers_max") == 4
+    a.finish()
+
+
+def test_the_writer_thread_writes_every_second_and_at_exit(
+    mp_dir: Path, start: Callable[..., Worker]
+) -> None:
+    worker = start("timer", 6)  # reports 1.5 flush intervals after its tasks, no flush()
+    assert value(read_dir(mp_dir), "python_executor_submitted_tasks_total") == 6
+    worker.finish()  # 6 more tasks, shut down, exit: atexit writes
+    final = read_dir(mp_dir)
+    assert value(final, "python_executor_submitted_tasks_total") == 12
+    assert value(final, "python_executor_workers_max") == 0
+
+
+def test_a_forked_child_writes_its_own_files(mp_dir: Path, start: Callable[..., Worker]) -> None:
+    worker = start("fork", 3)
+    child = worker.report["child_pid"]
+    assert worker.report["child_exit"] == 0  # its writer thread ran, just one
+    mine, childs = read_dir(mp_dir, worker.pid), read_dir(mp_dir, child)
+    assert value(childs, "python_executor_submitted_tasks_total", "child") == 2
+    # The child wrote through its own files, not the parent's inherited handles.
+    assert value(mine, "python_executor_submitted_tasks_total", "child") is None
+    # The parent still writes after the fork: the lock taken for fork() was released.
+    assert value(mine, "python_executor_submitted_tasks_total", "parent") == 6
+    worker.finish()
+
+
+def test_flush_does_nothing_without_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    assert not multiprocess.enabled()
+    multiprocess.flush()
+    assert multiprocess._writer_pid is None
