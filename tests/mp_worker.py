@@ -11,9 +11,10 @@ then waits for stdin to close before it exits normally.
 - ``timer N``: pool "web" runs N tasks and never calls ``flush()``: printed once the
   writer thread had time to write; N more tasks after stdin closes, then a normal exit
   (the exit writes them).
-- ``fork N``: pool "parent" runs N tasks and flushes; then a forked child runs 2 tasks
-  in pool "child" without flushing, waits for its writer thread, exits; then N more
-  "parent" tasks and ``flush()``.  Prints ``child_pid`` too.
+- ``fork N``: pool "parent" runs N tasks and flushes; then, while a thread holds the
+  locks a flush holds, a forked child runs 2 tasks in pool "child" without flushing,
+  waits for its writer thread, exits; then N more "parent" tasks and ``flush()``.
+  Prints ``child_pid`` and ``child_exit`` too.
 """
 
 from __future__ import annotations
@@ -30,10 +31,19 @@ from prometheus_client import REGISTRY, generate_latest
 
 import executor_exporter
 from executor_exporter import ProcessPoolExecutor, ThreadPoolExecutor, multiprocess
+from executor_exporter.collector import collector_for
 
 
 def fail() -> None:
     raise ValueError("task failed")
+
+
+def mid_flush(held: threading.Event) -> None:
+    """Hold what a flush holds for a while, as the writer thread may when fork() comes."""
+    collector = collector_for(None)
+    with multiprocess._lock, collector._lock:
+        held.set()
+        time.sleep(0.3)
 
 
 def report(**extra: object) -> None:
@@ -94,7 +104,10 @@ def main() -> None:
         pools.append(parent)
         list(parent.map(abs, range(n)))
         multiprocess.flush()
-        pid = os.fork()
+        held = threading.Event()
+        threading.Thread(target=mid_flush, args=(held,)).start()
+        held.wait()
+        pid = os.fork()  # the at-fork hook waits for the "flush" to end
         if pid == 0:
             child = ThreadPoolExecutor(2, executor_id="child")
             list(child.map(abs, range(2)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -132,7 +133,10 @@ def start(mp_dir: Path) -> Iterator[Callable[..., Worker]]:
         worker = Worker(proc)
         workers.append(worker)
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # bounded: every mode reports within seconds
+        # Bounded: a worker stuck on a lock must fail the test, not hang it.
+        ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
+        assert ready, f"mp_worker {args} did not report within {TIMEOUT}s"
+        line = proc.stdout.readline()
         assert line, f"mp_worker {args} exited with {proc.wait(TIMEOUT)} before reporting"
         worker.report = json.loads(line)
         return worker

@@ -56,7 +56,7 @@ _LIVEMAX = frozenset({m.OLDEST_QUEUED.name, m.OLDEST_RUNNING.name})
 # (ours, a collector's, prometheus_client's file lock) held by the writer of its parent.
 _lock = threading.Lock()
 _lock_held_for_fork = False
-# Pid whose writer thread runs; None before the first export and in a fresh child.
+# Pid whose writer thread runs: None before the first export, not ours in a forked child.
 _writer_pid: int | None = None
 _hooks_registered = False
 # The mmap value class and one value object per key.  prometheus_client reopens the
@@ -152,12 +152,12 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _lock_held_for_fork, _writer_pid
-    # The parent's writer thread is not here; the next export or flush starts ours.
+    global _lock, _lock_held_for_fork
+    # Held by the forking thread, which is this one; a fresh lock is simpler.  The
+    # parent's writer thread is not here: _writer_pid is not ours, so the next export or
+    # flush starts our own (that check holds for a fork that skips these hooks, too).
     _lock = threading.Lock()
     _lock_held_for_fork = False
-    _writer_pid = None
-    _written.clear()
 
 
 def _write() -> None:
