@@ -7,14 +7,18 @@ end-to-end test runs a real gunicorn with ``gunicorn_app.py`` and ``gunicorn_con
 
 from __future__ import annotations
 
+import concurrent.futures
 import glob
 import json
 import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,3 +247,159 @@ def test_flush_does_nothing_without_the_variable(monkeypatch: pytest.MonkeyPatch
     assert not multiprocess.enabled()
     multiprocess.flush()
     assert multiprocess._writer_pid is None
+
+
+# --- a real gunicorn ---------------------------------------------------------------------
+
+WORKERS = 3
+POOL_SIZE = 4  # gunicorn_app.POOL_SIZE
+
+
+def require_gunicorn() -> None:
+    """Skip without gunicorn, except under ``CI=true`` where that is a failure."""
+    try:
+        import gunicorn  # noqa: F401
+    except ImportError:
+        message = "gunicorn is not installed (it is in the 'test' extra)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI=true, so this is a failure")
+        pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Gunicorn:
+    url: str
+    mp_dir: Path
+    log: Path
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            body: bytes = response.read()
+            return body.decode()
+
+    def metrics(self) -> Families:
+        return parse(self.get("/metrics"))
+
+    def wait_for(self, what: str, ok: Callable[[], bool], timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not ok():
+            if time.monotonic() > deadline:
+                log = self.log.read_text(errors="replace")[-3000:]
+                pytest.fail(f"gunicorn: {what} within {timeout}s\n--- log ---\n{log}")
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def gunicorn(mp_dir: Path, tmp_path: Path) -> Iterator[Gunicorn]:
+    """gunicorn serving gunicorn_app with WORKERS sync workers; always stopped."""
+    require_gunicorn()
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mp_dir)}
+    env.pop("prometheus_multiproc_dir", None)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                str(TESTS / "gunicorn_conf.py"),
+                "--chdir",
+                str(TESTS),
+                "--workers",
+                str(WORKERS),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "gunicorn_app:app",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    server = Gunicorn(f"http://127.0.0.1:{port}", mp_dir, log)
+    try:
+
+        def up() -> bool:
+            assert proc.poll() is None, "gunicorn exited"
+            try:
+                server.get("/metrics")
+            except OSError:
+                return False
+            return True
+
+        server.wait_for("serving", up)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_gunicorn_workers_add_up_and_a_killed_one_keeps_only_its_counters(
+    gunicorn: Gunicorn,
+) -> None:
+    # Concurrent requests, so that several workers serve some.
+    tasks_by_pid: dict[int, int] = {}
+    sent = 0
+
+    def work(n: int) -> tuple[int, int]:
+        return int(gunicorn.get(f"/work?n={n}")), n
+
+    deadline = time.monotonic() + 20
+    with concurrent.futures.ThreadPoolExecutor(WORKERS * 2) as client:
+        while len(tasks_by_pid) < 2 or sent < 12:
+            assert time.monotonic() < deadline, f"requests reached only {tasks_by_pid}"
+            for pid, n in client.map(work, range(1, WORKERS * 2 + 1)):
+                tasks_by_pid[pid] = tasks_by_pid.get(pid, 0) + n
+                sent += 1
+    total = sum(tasks_by_pid.values())
+    time.sleep(multiprocess.FLUSH_INTERVAL * 1.5)
+
+    before = gunicorn.metrics()
+    assert value(before, "python_executor_submitted_tasks_total") == total
+    completed = value(before, "python_executor_tasks_duration_seconds_count", result="completed")
+    assert completed == total
+    assert value(before, "python_executor_running_tasks_total") == 0
+    assert value(before, "python_executor_queued_tasks") == 0
+    assert value(before, "python_executor_workers_max") == WORKERS * POOL_SIZE
+
+    victim = max(tasks_by_pid, key=tasks_by_pid.__getitem__)
+    own = read_dir(gunicorn.mp_dir, victim)
+    assert value(own, "python_executor_submitted_tasks_total") == tasks_by_pid[victim]
+    os.kill(victim, signal.SIGKILL)
+    # gunicorn reaps it, calls child_exit (mark_process_dead) and starts a new worker.
+    gunicorn.wait_for(
+        "child_exit removed the live gauges",
+        lambda: not glob.glob(str(gunicorn.mp_dir / f"gauge_live*_{victim}.db")),
+    )
+    dead = read_dir(gunicorn.mp_dir, victim)
+    assert not dead.keys() & LIVE_GAUGES
+    assert value(dead, "python_executor_submitted_tasks_total") == tasks_by_pid[victim]
+    # Once the new worker wrote, the pools of the live workers only: 3 again, not 4.
+    gunicorn.wait_for(
+        "the new worker's pool to show",
+        lambda: value(gunicorn.metrics(), "python_executor_workers_max") == WORKERS * POOL_SIZE,
+    )
+    time.sleep(multiprocess.FLUSH_INTERVAL * 1.5)
+    after = gunicorn.metrics()
+    assert value(after, "python_executor_workers_max") == WORKERS * POOL_SIZE
+    assert value(after, "python_executor_submitted_tasks_total") == total
+    completed = value(after, "python_executor_tasks_duration_seconds_count", result="completed")
+    assert completed == total
+    # max_workers_total counts every pool ever created: the new worker's too.
+    assert value(after, "python_executor_max_workers_total") == (WORKERS + 1) * POOL_SIZE
+    # The other counters and the histograms kept their totals, the dead worker's included.
+    growing = {"python_executor_busy_seconds", "python_executor_max_workers"}
+    for name in before.keys() - LIVE_GAUGES - growing:
+        assert after[name] == before[name], name

@@ -117,8 +117,9 @@ def _start() -> None:
 
 def _run() -> None:
     global _failing
+    # Write at once: a new process's pools (a respawned gunicorn worker's) show up
+    # without waiting for its first request or a whole interval.
     while True:
-        time.sleep(FLUSH_INTERVAL)
         try:
             _write()
         except Exception:
@@ -128,6 +129,7 @@ def _run() -> None:
             _failing = True
         else:
             _failing = False
+        time.sleep(FLUSH_INTERVAL)
 
 
 def _at_exit() -> None:
