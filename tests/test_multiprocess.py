@@ -8,6 +8,7 @@ end-to-end test runs a real gunicorn with ``gunicorn_app.py`` and ``gunicorn_con
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import glob
 import json
 import os
@@ -17,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -29,7 +31,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 
-from executor_exporter import METRICS, multiprocess
+from executor_exporter import METRICS, ThreadPoolExecutor, multiprocess
 
 TESTS = Path(__file__).resolve().parent
 THREAD = "concurrent.futures.thread.ThreadPoolExecutor"
@@ -239,6 +241,71 @@ def test_a_forked_child_writes_its_own_files(mp_dir: Path, start: Callable[..., 
     # The parent still writes after the fork: the lock taken for fork() was released.
     assert value(mine, "python_executor_submitted_tasks_total", "parent") == 6
     worker.finish()
+
+
+@pytest.fixture
+def here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """Multi-process mode in this very process; its writer is ended and forgotten after.
+
+    prometheus_client chose MutexValue when imported here, so multiprocess uses a value
+    class of its own: the fallback path (the subprocesses share prometheus_client's).
+    """
+    path = tmp_path / "here"
+    path.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(path))
+    assert multiprocess._writer_pid is None
+    yield path
+    with multiprocess._lock:
+        multiprocess._writer_pid = None  # its thread ends at its next wake-up
+        multiprocess._seen.clear()
+        multiprocess._values.clear()
+        multiprocess._written.clear()
+        multiprocess._value_class = None
+    for thread in threading.enumerate():
+        if thread.name == "executor-exporter-multiprocess":
+            thread.join(TIMEOUT)
+            assert not thread.is_alive()
+
+
+def test_every_registry_adds_up_and_a_dropped_one_is_kept(here: Path) -> None:
+    first = CollectorRegistry()
+    second = CollectorRegistry()
+    a = ThreadPoolExecutor(2, executor_id="web", registry=first)
+    b = ThreadPoolExecutor(3, executor_id="web", registry=second)
+    list(a.map(abs, range(4)))
+    list(b.map(abs, range(6)))
+    multiprocess.flush()
+    mp = read_dir(here)
+    assert value(mp, "python_executor_submitted_tasks_total") == 10
+    assert value(mp, "python_executor_workers_max") == 5
+    # A registry dropped with its pool: its counters stay, its gauges go to 0.
+    b.shutdown()
+    del b, second
+    gc.collect()
+    list(a.map(abs, range(1)))
+    multiprocess._at_exit()  # the last write of an exiting process
+    mp = read_dir(here)
+    assert value(mp, "python_executor_submitted_tasks_total") == 11
+    assert value(mp, "python_executor_workers_max") == 2
+    a.shutdown()
+
+
+def test_the_writer_thread_logs_a_failure_once(
+    here: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(here / "missing"))
+    registry = CollectorRegistry()
+    pool = ThreadPoolExecutor(1, executor_id="web", registry=registry)
+    with pytest.raises(FileNotFoundError):
+        multiprocess.flush()  # raised to the caller, logged by the thread
+    deadline = time.monotonic() + TIMEOUT
+    while not caplog.records:
+        assert time.monotonic() < deadline, "the writer thread logged nothing"
+        time.sleep(0.05)
+    time.sleep(multiprocess.FLUSH_INTERVAL * 1.2)
+    assert len(caplog.records) == 1
+    assert "PROMETHEUS_MULTIPROC_DIR" in caplog.records[0].getMessage()
+    pool.shutdown()
 
 
 def test_flush_does_nothing_without_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -112,14 +112,17 @@ def _start() -> None:
                 after_in_child=_after_fork_in_child,
             )
             atexit.register(_at_exit)
-        threading.Thread(target=_run, name="executor-exporter-multiprocess", daemon=True).start()
+        threading.Thread(
+            target=_run, args=(pid,), name="executor-exporter-multiprocess", daemon=True
+        ).start()
 
 
-def _run() -> None:
+def _run(pid: int) -> None:
     global _failing
     # Write at once: a new process's pools (a respawned gunicorn worker's) show up
-    # without waiting for its first request or a whole interval.
-    while True:
+    # without waiting for its first request or a whole interval.  Runs while it is this
+    # process's writer (tests reset _writer_pid to end it).
+    while _writer_pid == pid:
         try:
             _write()
         except Exception:
