@@ -28,10 +28,12 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 
 from executor_exporter import METRICS, ThreadPoolExecutor, multiprocess
+from executor_exporter import metrics as m
 
 TESTS = Path(__file__).resolve().parent
 THREAD = "concurrent.futures.thread.ThreadPoolExecutor"
@@ -259,6 +261,7 @@ def here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
         multiprocess._writer_pid = None  # its thread ends at its next wake-up
         multiprocess._seen.clear()
         multiprocess._values.clear()
+        multiprocess._bases.clear()
         multiprocess._written.clear()
         multiprocess._value_class = None
     for thread in threading.enumerate():
@@ -288,6 +291,22 @@ def test_every_registry_adds_up_and_a_dropped_one_is_kept(here: Path) -> None:
     assert value(mp, "python_executor_submitted_tasks_total") == 11
     assert value(mp, "python_executor_workers_max") == 2
     a.shutdown()
+
+
+def test_counters_go_on_from_a_file_left_with_the_same_pid(here: Path) -> None:
+    # An exited process with our pid (pids are reused) left counts; keep them, as
+    # prometheus_client's own inc() does, rather than overwrite them.
+    left = MmapedDict(str(here / f"counter_{os.getpid()}.db"))
+    family, labels = m.SUBMITTED.name[: -len("_total")], ("executor", "executor_type")
+    key = mmap_key(family, m.SUBMITTED.name, labels, ("web", THREAD), m.SUBMITTED.help)
+    left.write_value(key, 5.0, 0.0)
+    left.close()
+    registry = CollectorRegistry()
+    pool = ThreadPoolExecutor(2, executor_id="web", registry=registry)
+    list(pool.map(abs, range(3)))
+    multiprocess.flush()
+    assert value(read_dir(here), "python_executor_submitted_tasks_total") == 5 + 3
+    pool.shutdown()
 
 
 def test_the_writer_thread_logs_a_failure_once(

@@ -64,7 +64,9 @@ _hooks_registered = False
 # fork(); the child then writes under its own pid.
 _value_class: Any = None
 _values: dict[_Key, Any] = {}
-# Last value written per key: unchanged values are not written again.  Per process.
+# Per process: the value found in the file when first written (see _write), and the
+# last value written, so that unchanged values are not written again.
+_bases: dict[_Key, float] = {}
 _written: dict[_Key, float] = {}
 # Every collector ever read, kept so that counters never go back if a registry is
 # dropped (a dropped registry's collector is no longer listed by all_collectors).
@@ -103,6 +105,7 @@ def _start() -> None:
         if _writer_pid == pid:
             return
         _writer_pid = pid
+        _bases.clear()
         _written.clear()
         if not _hooks_registered:
             _hooks_registered = True
@@ -177,13 +180,19 @@ def _write() -> None:
         if _value_class is None:
             _value_class = _mmap_value_class()
         for sample, value in merged.items():
-            if _written.get(sample) == value:
-                continue
-            holder = _values.get(sample)
-            if holder is None:
-                holder = _values[sample] = _new_value(sample)
-            holder.set(value)
-            _written[sample] = value
+            base = _bases.get(sample)
+            if base is None:
+                holder = _values.get(sample)
+                if holder is None:
+                    holder = _values[sample] = _new_value(sample)
+                # A file left by an exited process that had our pid: counters go on
+                # from its values, as prometheus_client's inc() does.  get() reads the
+                # file of this pid (it reopens them after a fork).
+                base = _bases[sample] = 0.0 if sample[0].type == "gauge" else holder.get()
+            value += base
+            if _written.get(sample) != value:
+                _values[sample].set(value)
+                _written[sample] = value
 
 
 def _mmap_value_class() -> Any:
