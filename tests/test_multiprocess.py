@@ -76,7 +76,7 @@ def read_dir(path: Path, pid: int | None = None) -> Families:
                 return MultiProcessCollector.merge(files, accumulate=True)
 
         registry = CollectorRegistry()
-        registry.register(OnePid())  # type: ignore[arg-type]
+        registry.register(OnePid())
     return parse(generate_latest(registry).decode())
 
 
