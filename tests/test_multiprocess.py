@@ -8,6 +8,7 @@ end-to-end test runs a real gunicorn with ``gunicorn_app.py`` and ``gunicorn_con
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import gc
 import glob
 import json
@@ -137,6 +138,7 @@ def start(mp_dir: Path) -> Iterator[Callable[..., Worker]]:
             stdout=subprocess.PIPE,
             text=True,
             env=env,
+            start_new_session=True,  # its pool workers and forked child too, at teardown
         )
         worker = Worker(proc)
         workers.append(worker)
@@ -151,9 +153,14 @@ def start(mp_dir: Path) -> Iterator[Callable[..., Worker]]:
 
     yield start
     for worker in workers:
-        if worker.proc.poll() is None:
-            worker.proc.kill()
-            worker.proc.wait(TIMEOUT)
+        kill_group(worker.proc)
+
+
+def kill_group(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL a process started in a session of its own, and whatever it started."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(TIMEOUT)
 
 
 def test_one_process_shows_what_the_collector_shows(
@@ -409,6 +416,7 @@ def gunicorn(mp_dir: Path, tmp_path: Path) -> Iterator[Gunicorn]:
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            start_new_session=True,
         )
     server = Gunicorn(f"http://127.0.0.1:{port}", mp_dir, log)
     try:
@@ -424,12 +432,10 @@ def gunicorn(mp_dir: Path, tmp_path: Path) -> Iterator[Gunicorn]:
         server.wait_for("serving", up)
         yield server
     finally:
-        proc.terminate()
-        try:
+        proc.terminate()  # gunicorn stops its workers
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        kill_group(proc)  # whatever is left
 
 
 def test_gunicorn_workers_add_up_and_a_killed_one_keeps_only_its_counters(
