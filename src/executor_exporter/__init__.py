@@ -3,6 +3,8 @@
 ``ThreadPoolExecutor`` and ``ProcessPoolExecutor`` are drop-in replacements of the
 stdlib classes; ``ExecutorExporter`` with ``InstrumentedExecutorProxy`` instrument any
 other executor.  Metrics are computed when scraped, by one collector per registry.
+Under gunicorn and other pre-fork servers, :mod:`executor_exporter.multiprocess` writes
+them where prometheus_client's ``MultiProcessCollector`` reads (``PROMETHEUS_MULTIPROC_DIR``).
 """
 
 from __future__ import annotations

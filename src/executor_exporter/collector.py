@@ -29,7 +29,7 @@ from . import metrics as m
 from ._layout import Layout
 from ._state import ExecutorState, Totals
 
-__all__ = ["ExecutorCollector", "collector_for"]
+__all__ = ["ExecutorCollector", "all_collectors", "collector_for"]
 
 
 class _Group:
@@ -207,3 +207,9 @@ def collector_for(registry: CollectorRegistry | None) -> ExecutorCollector:
             registry.register(collector)
             _collectors[registry] = collector
         return collector
+
+
+def all_collectors() -> list[ExecutorCollector]:
+    """Return the collectors of every registry still alive (multi-process mode reads them)."""
+    with _collectors_lock:
+        return list(_collectors.values())

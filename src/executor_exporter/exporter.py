@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from . import multiprocess
 from ._layout import Layout, validate_buckets
 from ._remote import RemoteState, runs_out_of_process
 from ._slots import ThreadSlots
@@ -155,6 +156,7 @@ class ExecutorExporter:
             if finalizer is not None:
                 finalizer.detach()
             raise
+        multiprocess.exported()
 
     @property
     def executor_id(self) -> str:
