@@ -29,6 +29,12 @@ def kill_self(_: Any = None) -> None:
     time.sleep(10)  # pragma: no cover - the signal is delivered first
 
 
+def kill_self_soon(_: Any = None) -> None:
+    """Die after a moment: the calls submitted right behind it are queued by then."""
+    time.sleep(0.2)
+    kill_self()
+
+
 def kill_self_at(x: int, bad: int = 13) -> int:
     if x == bad:
         os.kill(os.getpid(), signal.SIGKILL)

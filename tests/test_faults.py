@@ -239,7 +239,7 @@ def test_unpicklable_result(pools: Pools, registry: CollectorRegistry) -> None:
 
 def test_sigkill_during_submit(pools: Pools, registry: CollectorRegistry) -> None:
     def scenario(pool: cf.ProcessPoolExecutor) -> Any:
-        fs = [pool.submit(ft.kill_self), pool.submit(ft.square, 2), pool.submit(ft.square, 3)]
+        fs = [pool.submit(ft.kill_self_soon), pool.submit(ft.square, 2), pool.submit(ft.square, 3)]
         seen = [outcome(f) for f in fs]
         return seen, submit_outcome(pool, ft.square, 4)
 

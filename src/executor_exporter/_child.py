@@ -33,8 +33,35 @@ from ._layout import (
 )
 from ._shared import Slot, claim, doubles, release
 
-# This worker's (slot, layout, done ring); set by WorkerBoot, None in the parent.
-_worker: tuple[Slot, Layout, Slot] | None = None
+
+class _Worker:
+    """This worker process's recording state, unpacked once for the hot path."""
+
+    __slots__ = (
+        "bounds",
+        "fail_base",
+        "ok_base",
+        "ring",
+        "slot",
+        "started",
+        "wait_base",
+        "wait_bounds",
+    )
+
+    def __init__(self, slot: Slot, layout: Layout, ring: Slot) -> None:
+        self.slot = slot
+        self.ring = ring
+        self.wait_base, self.wait_bounds = layout.wait, layout.wait_bounds
+        self.ok_base, self.fail_base = layout.completed, layout.failed
+        self.bounds = layout.duration_bounds
+        # Items this slot has started (its wait count), kept here so that a call need
+        # not sum the shared buckets to write CHUNK_BASE.  A reused slot starts from
+        # what the previous worker left.
+        self.started = round(sum(slot[layout.wait : layout.completed]))
+
+
+# Set by WorkerBoot; None in the parent.
+_worker: _Worker | None = None
 
 
 class WorkerBoot:
@@ -78,7 +105,7 @@ class WorkerBoot:
             # Runs at a normal exit (max_tasks_per_child, shutdown), not when killed.
             Finalize(None, release, (self.raw, self.lock, layout, index), exitpriority=10)
         start = self.capacity * layout.width
-        _worker = (slot, layout, doubles(self.raw)[start : start + self.ring])
+        _worker = _Worker(slot, layout, doubles(self.raw)[start : start + self.ring])
         if self.initializer is not None:
             self.initializer(*self.initargs)  # raising breaks the pool, as in the stdlib
         slot[INITIALIZED] += 1.0
@@ -92,7 +119,32 @@ def run_call(
     kwargs: dict[str, Any],
 ) -> Any:
     """Run one submitted call in a worker, recorded."""
-    return _run(fn, seq, t_submit, (args,), kwargs, False)
+    worker = _worker
+    if worker is None:  # pragma: no cover - not started by our pool: just run it
+        return fn(*args, **kwargs)
+    # The chunk loop below, unrolled for one item: most calls are single tasks.
+    slot = worker.slot
+    t_start = monotonic()
+    wait = t_start - t_submit
+    slot[CHUNK_BASE] = worker.started
+    slot[RUN_SEQ] = float(seq)
+    slot[RUN_START] = t_start
+    slot[worker.wait_base + bisect_left(worker.wait_bounds, wait)] += 1.0
+    slot[WAIT_SUM] += wait
+    worker.started += 1
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException:
+        elapsed = monotonic() - t_start
+        slot[worker.fail_base + bisect_left(worker.bounds, elapsed)] += 1.0
+        slot[FAILED_SUM] += elapsed
+        worker.ring[seq % len(worker.ring)] = float(seq)
+        raise
+    elapsed = monotonic() - t_start
+    slot[worker.ok_base + bisect_left(worker.bounds, elapsed)] += 1.0
+    slot[COMPLETED_SUM] += elapsed
+    worker.ring[seq % len(worker.ring)] = float(seq)
+    return result
 
 
 def run_chunk(
@@ -100,57 +152,47 @@ def run_chunk(
 ) -> list[Any]:
     """Run a ``map`` chunk in a worker, recorded item by item; stops at the first error
     like the stdlib."""
-    results: list[Any] = _run(fn, seq, t_submit, chunk, {}, True)
-    return results
-
-
-def _run(
-    fn: Callable[..., Any],
-    seq: int,
-    t_submit: float,
-    items: Sequence[tuple[Any, ...]],
-    kwargs: dict[str, Any],
-    chunk: bool,
-) -> Any:
     worker = _worker
     if worker is None:  # pragma: no cover - not started by our pool: just run it
-        return [fn(*a, **kwargs) for a in items] if chunk else fn(*items[0], **kwargs)
-    slot, layout, ring = worker
-    wait_base, wait_bounds = layout.wait, layout.wait_bounds
-    ok_base, fail_base, bounds = layout.completed, layout.failed, layout.duration_bounds
+        return [fn(*args) for args in chunk]
+    slot, ring = worker.slot, worker.ring
+    wait_base, wait_bounds = worker.wait_base, worker.wait_bounds
+    ok_base, bounds = worker.ok_base, worker.bounds
     # Starts are counted by the wait histogram alone; should this worker die, the parent
     # tells how many items of this call started from it and CHUNK_BASE.  Each event is a
     # single store, so a death at any point leaves a consistent slot.  RUN_START is the
     # start of the item running now when the slot shows more starts than ends; it is
     # not cleared between items.
-    slot[CHUNK_BASE] = sum(slot[wait_base:ok_base])
+    slot[CHUNK_BASE] = worker.started
     slot[RUN_SEQ] = float(seq)
     results: list[Any] = []
     append = results.append
     t_start = monotonic()
-    for args in items:
-        wait = t_start - t_submit
-        slot[RUN_START] = t_start
-        slot[wait_base + bisect_left(wait_bounds, wait)] += 1.0
-        slot[WAIT_SUM] += wait
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException:
-            elapsed = monotonic() - t_start
-            slot[fail_base + bisect_left(bounds, elapsed)] += 1.0
-            slot[FAILED_SUM] += elapsed
-            # The rest of the chunk never runs, as in the stdlib: failed, duration 0.
-            rest = len(items) - len(results) - 1
-            if rest:
-                slot[fail_base] += rest
-                slot[ABANDONED] += rest
-            ring[seq % len(ring)] = float(seq)
-            raise
-        t_end = monotonic()
-        elapsed = t_end - t_start
-        slot[ok_base + bisect_left(bounds, elapsed)] += 1.0
-        slot[COMPLETED_SUM] += elapsed
-        append(result)
-        t_start = t_end
+    try:
+        for args in chunk:
+            wait = t_start - t_submit
+            slot[RUN_START] = t_start
+            slot[wait_base + bisect_left(wait_bounds, wait)] += 1.0
+            slot[WAIT_SUM] += wait
+            result = fn(*args)
+            t_end = monotonic()
+            elapsed = t_end - t_start
+            slot[ok_base + bisect_left(bounds, elapsed)] += 1.0
+            slot[COMPLETED_SUM] += elapsed
+            append(result)
+            t_start = t_end
+    except BaseException:
+        elapsed = monotonic() - t_start
+        slot[worker.fail_base + bisect_left(bounds, elapsed)] += 1.0
+        slot[FAILED_SUM] += elapsed
+        # The rest of the chunk never runs, as in the stdlib: failed, duration 0.
+        rest = len(chunk) - len(results) - 1
+        if rest:
+            slot[worker.fail_base] += rest
+            slot[ABANDONED] += rest
+        worker.started += len(results) + 1
+        ring[seq % len(ring)] = float(seq)
+        raise
+    worker.started += len(results)
     ring[seq % len(ring)] = float(seq)
-    return results if chunk else results[0]
+    return results
