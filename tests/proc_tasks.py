@@ -48,6 +48,12 @@ def wait_for_file(path: str, timeout: float = 30.0) -> str:
     return path
 
 
+def touch_then_wait(started: str, release: str) -> str:
+    """Create ``started``, then block until ``release`` exists: marks when a call began."""
+    open(started, "x").close()
+    return wait_for_file(release)
+
+
 def kill_self_at(x: int, bad: int = 13) -> int:
     if x == bad:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -40,6 +40,7 @@ from proc_tasks import (
     raise_base,
     sleep_return,
     square,
+    touch_then_wait,
     wait_for_file,
 )
 
@@ -275,9 +276,11 @@ def test_workers_on_another_host(one_worker: Pool, tmp_path: Path) -> None:
     # A worker that cannot open the start board (it runs elsewhere) still reports each
     # call's times with its outcome; only the live view of running calls is missing.
     os.unlink(one_worker.exporter._state.board.path)  # type: ignore[attr-defined]
-    release = str(tmp_path / "go")
-    f = one_worker.proxy.submit(wait_for_file, release)
-    wait_until(f._ee_inner.running, timeout=30)  # type: ignore[attr-defined]
+    started, release = str(tmp_path / "started"), str(tmp_path / "go")
+    f = one_worker.proxy.submit(touch_then_wait, started, release)
+    # Not f.running(): the stdlib marks a call running once it is queued to the
+    # workers, which can be well before a slow-starting child picks it up.
+    wait_until(lambda: os.path.exists(started), timeout=30)
     time.sleep(0.2)
     s = one_worker.proxy.stats()
     assert (s.running, s.queued) == (0, 1)

@@ -9,10 +9,12 @@ memory held stays bounded however many executors come and go.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from itertools import repeat
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import (
@@ -77,6 +79,7 @@ class ExecutorCollector(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._groups: dict[tuple[str, str], _Group] = {}
+        self._render = _Renderer()
 
     def add(self, state: ExecutorState) -> None:
         """Start exporting ``state``; raise ValueError if its buckets clash with its id's."""
@@ -101,75 +104,112 @@ class ExecutorCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """Name the families without reading any executor (used at registration)."""
-        return list(_families({}))
+        return self._render({})
 
     def collect(self) -> Iterable[Metric]:
         """Build every family from the current totals."""
-        return list(_families(self.read()))
+        return self._render(self.read())
 
 
-def _families(totals: dict[tuple[str, str], tuple[Totals, Layout]]) -> Iterator[Metric]:
-    # Samples are built directly (not through add_metric) with label dicts shared
-    # between families and bucket bounds formatted once per layout: a scrape of many
-    # executors is mostly this loop.
-    labels = list(m.BASE_LABELS)
-    families = {
-        d.name: _FAMILY[d.type](d.name, d.help, labels=labels + list(d.labels[2:]))  # type: ignore[call-arg]
-        for d in m.METRICS
-    }
-    les: dict[tuple[float, ...], list[str]] = {}
+#: A histogram's value in :func:`group_points`: bounds, per-bucket counts (the last one
+#: is +Inf), sum.
+HistogramPoint = tuple[tuple[float, ...], list[float], float]
+#: One exported value of a group: its metric, the values of the labels that metric adds
+#: to ``executor`` and ``executor_type``, and a number or a :data:`HistogramPoint`.
+Point = tuple[m.MetricDefinition, tuple[str, ...], "float | HistogramPoint"]
 
-    def add(d: m.MetricDefinition, base: dict[str, str], value: float) -> None:
-        fam = families[d.name]
-        fam.samples.append(_sample(fam.name + _SUFFIX[d.type], base, value))
 
-    def histogram(
-        d: m.MetricDefinition,
-        base: dict[str, str],
-        bounds: tuple[float, ...],
-        counts: list[float],
-        total: float,
-    ) -> None:
-        name = families[d.name].name
-        samples = families[d.name].samples
-        strs = les.get(bounds)
-        if strs is None:
-            strs = les[bounds] = [*map(floatToGoString, bounds), "+Inf"]
-        acc = 0.0
-        bucket = name + "_bucket"
-        for le, count in zip(strs, counts):
-            acc += count
-            samples.append(_sample(bucket, {**base, "le": le}, acc))
-        samples.append(_sample(name + "_count", base, acc))
-        samples.append(_sample(name + "_sum", base, total))
+def group_points(t: Totals, layout: Layout) -> list[Point]:
+    """Everything one group exports, in exposition order.
 
-    for key, (t, layout) in sorted(totals.items()):
-        base = dict(zip(m.BASE_LABELS, key))
-        add(m.MAX_WORKERS, base, t.max_workers_total)
-        add(m.INITIALIZED_WORKERS, base, round(t.initialized))
-        add(m.SUBMITTED, base, t.submitted)
-        histogram(m.WAIT, base, layout.wait_bounds, t.wait, t.wait_sum)
-        add(m.RUNNING, base, t.running)
-        for result, counts, total in (
-            ("completed", t.completed, t.completed_sum),
-            ("failed", t.failed, t.failed_sum),
-        ):
-            histogram(
-                m.DURATION, {**base, "result": result}, layout.duration_bounds, counts, total
-            )
-        add(m.QUEUED, base, t.queued)
-        if t.workers is not None:
-            add(m.WORKERS, base, t.workers)
-        if t.workers_max is not None:
-            add(m.WORKERS_MAX, base, t.workers_max)
-        add(m.CANCELLED, base, t.cancelled)
-        add(m.REJECTED, {**base, "reason": "shutdown"}, t.rejected_shutdown)
-        add(m.REJECTED, {**base, "reason": "broken"}, t.rejected_broken)
-        add(m.BUSY, base, t.busy)
-        add(m.OLDEST_QUEUED, base, t.oldest_queued_age)
-        add(m.OLDEST_RUNNING, base, t.oldest_running_age)
+    The one list of what a group shows: the collector renders it, and so does the
+    multi-process writer (``workers`` and ``workers_max`` are left out where unknown).
+    """
+    points: list[Point] = [
+        (m.MAX_WORKERS, (), t.max_workers_total),
+        (m.INITIALIZED_WORKERS, (), round(t.initialized)),
+        (m.SUBMITTED, (), t.submitted),
+        (m.WAIT, (), (layout.wait_bounds, t.wait, t.wait_sum)),
+        (m.RUNNING, (), t.running),
+        (m.DURATION, ("completed",), (layout.duration_bounds, t.completed, t.completed_sum)),
+        (m.DURATION, ("failed",), (layout.duration_bounds, t.failed, t.failed_sum)),
+        (m.QUEUED, (), t.queued),
+    ]
+    if t.workers is not None:
+        points.append((m.WORKERS, (), t.workers))
+    if t.workers_max is not None:
+        points.append((m.WORKERS_MAX, (), t.workers_max))
+    points += [
+        (m.CANCELLED, (), t.cancelled),
+        (m.REJECTED, ("shutdown",), t.rejected_shutdown),
+        (m.REJECTED, ("broken",), t.rejected_broken),
+        (m.BUSY, (), t.busy),
+        (m.OLDEST_QUEUED, (), t.oldest_queued_age),
+        (m.OLDEST_RUNNING, (), t.oldest_running_age),
+    ]
+    return points
 
-    yield from families.values()
+
+class _Renderer:
+    """Turns group totals into metric families, as cheaply as it can.
+
+    A scrape of many executors is mostly building samples.  Label dicts are made once
+    per group and reused by every scrape (nothing downstream mutates them, and samples
+    are immutable), a histogram's bucket samples are rebuilt only when one of its counts
+    moved, and then in one C-level pass (see ``_new_samples``).  Both caches hold an
+    entry per group the collector keeps (it keeps them all), so they add no growth of
+    their own; concurrent scrapes may both refresh an entry, each with true values.
+    """
+
+    def __init__(self) -> None:
+        self._labels: dict[tuple[str, str, str, tuple[str, ...]], dict[str, str]] = {}
+        # The bucket samples of each histogram at the last scrape, by their counts.
+        self._buckets: dict[
+            tuple[str, str, str, tuple[str, ...], tuple[float, ...]],
+            tuple[list[float], list[Sample]],
+        ] = {}
+
+    def __call__(self, totals: dict[tuple[str, str], tuple[Totals, Layout]]) -> list[Metric]:
+        base_names = list(m.BASE_LABELS)
+        families = {
+            d.name: _FAMILY[d.type](d.name, d.help, labels=base_names + list(d.labels[2:]))  # type: ignore[call-arg]
+            for d in m.METRICS
+        }
+        cached_labels, cached_buckets = self._labels, self._buckets
+        for key, (t, layout) in sorted(totals.items()):
+            for d, extra, value in group_points(t, layout):
+                family = families[d.name]
+                samples = family.samples
+                lkey = (*key, d.name, extra)
+                labels = cached_labels.get(lkey)
+                if labels is None:
+                    labels = cached_labels[lkey] = {
+                        **dict(zip(m.BASE_LABELS, key)),
+                        **dict(zip(d.labels[2:], extra)),
+                    }
+                if not isinstance(value, tuple):
+                    samples.append(_new_sample(family.name + _SUFFIX[d.type], labels, value))
+                    continue
+                bounds, counts, total = value
+                cumulative = list(itertools.accumulate(counts))
+                bkey = (*lkey, bounds)
+                cached = cached_buckets.get(bkey)
+                if cached is None or cached[0] != cumulative:
+                    # Most buckets of most executors did not move since the last scrape.
+                    les = (
+                        [{**labels, "le": le} for le in [*map(floatToGoString, bounds), "+Inf"]]
+                        if cached is None
+                        else [sample.labels for sample in cached[1]]
+                    )
+                    name = family.name + "_bucket"
+                    cached = cached_buckets[bkey] = (
+                        cumulative,
+                        _new_samples(name, les, cumulative),
+                    )
+                samples += cached[1]
+                samples.append(_new_sample(family.name + "_count", labels, cumulative[-1]))
+                samples.append(_new_sample(family.name + "_sum", labels, total))
+        return list(families.values())
 
 
 # Sample is a NamedTuple whose generated __new__ is Python code; building the tuple
@@ -178,8 +218,14 @@ def _families(totals: dict[tuple[str, str], tuple[Totals, Layout]]) -> Iterator[
 _OPTIONAL_FIELDS = (None,) * (len(Sample._fields) - 3)
 
 
-def _sample(name: str, labels: dict[str, str], value: float) -> Sample:
+def _new_sample(name: str, labels: dict[str, str], value: float) -> Sample:
     return tuple.__new__(Sample, (name, labels, value, *_OPTIONAL_FIELDS))
+
+
+def _new_samples(name: str, labels: list[dict[str, str]], values: list[float]) -> list[Sample]:
+    # map() and zip() over C callables: no Python frame per sample.
+    rows = zip(repeat(name), labels, values, *map(repeat, _OPTIONAL_FIELDS))
+    return list(map(tuple.__new__, repeat(Sample), rows))
 
 
 _FAMILY: dict[str, type[Metric]] = {

@@ -36,7 +36,7 @@ from prometheus_client.utils import floatToGoString
 from . import metrics as m
 from ._layout import Layout
 from ._state import Totals
-from .collector import ExecutorCollector, all_collectors
+from .collector import ExecutorCollector, all_collectors, group_points
 
 __all__ = ["FLUSH_INTERVAL", "enabled", "flush"]
 
@@ -218,43 +218,27 @@ def _add_samples(
     merged: dict[_Key, float], key: tuple[str, str], t: Totals, layout: Layout
 ) -> None:
     """Add one group's totals into ``merged``, the way MultiProcessCollector merges."""
-    base = m.BASE_LABELS
 
-    def put(d: m.MetricDefinition, value: float, name: str = "", **extra: str) -> None:
-        k: _Key = (d, name or d.name, base + tuple(extra), key + tuple(extra.values()))
+    def put(
+        d: m.MetricDefinition,
+        name: str,
+        names: tuple[str, ...],
+        vals: tuple[str, ...],
+        value: float,
+    ) -> None:
+        k: _Key = (d, name, m.BASE_LABELS + names, key + vals)
         if d.name in _LIVEMAX:
             merged[k] = max(merged.get(k, value), value)
         else:
             merged[k] = merged.get(k, 0.0) + value
 
-    def histogram(
-        d: m.MetricDefinition,
-        bounds: tuple[float, ...],
-        counts: list[float],
-        total: float,
-        **extra: str,
-    ) -> None:
+    for d, extra, value in group_points(t, layout):
+        names = d.labels[2 : 2 + len(extra)]
+        if not isinstance(value, tuple):
+            put(d, d.name, names, extra, value)
+            continue
         # Per-bucket counts, as Histogram writes them; the collector accumulates.
+        bounds, counts, total = value
         for le, count in zip([*map(floatToGoString, bounds), "+Inf"], counts):
-            put(d, count, d.name + "_bucket", **extra, le=le)
-        put(d, total, d.name + "_sum", **extra)
-
-    put(m.MAX_WORKERS, t.max_workers_total)
-    put(m.INITIALIZED_WORKERS, round(t.initialized))
-    put(m.SUBMITTED, t.submitted)
-    histogram(m.WAIT, layout.wait_bounds, t.wait, t.wait_sum)
-    put(m.RUNNING, t.running)
-    histogram(m.DURATION, layout.duration_bounds, t.completed, t.completed_sum, result="completed")
-    histogram(m.DURATION, layout.duration_bounds, t.failed, t.failed_sum, result="failed")
-    put(m.QUEUED, t.queued)
-    # Left out here where the normal exposition leaves them out.
-    if t.workers is not None:
-        put(m.WORKERS, t.workers)
-    if t.workers_max is not None:
-        put(m.WORKERS_MAX, t.workers_max)
-    put(m.CANCELLED, t.cancelled)
-    put(m.REJECTED, t.rejected_shutdown, reason="shutdown")
-    put(m.REJECTED, t.rejected_broken, reason="broken")
-    put(m.BUSY, t.busy)
-    put(m.OLDEST_QUEUED, t.oldest_queued_age)
-    put(m.OLDEST_RUNNING, t.oldest_running_age)
+            put(d, d.name + "_bucket", (*names, "le"), (*extra, le), count)
+        put(d, d.name + "_sum", names, extra, total)
