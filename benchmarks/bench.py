@@ -3,7 +3,10 @@
 Each round runs every scenario ``--repeats`` times on the stdlib pool and as many times
 on the instrumented pool, alternating, and keeps the best time of each side (noise on a
 shared machine only ever adds time); the figure reported is the median over rounds of
-(instrumented best / stdlib best).
+(instrumented best / stdlib best).  Beside each wall-time ratio it prints the ratio of CPU
+time (this process's threads plus the pool's worker processes, read from /proc, so on
+Linux only): a figure far less sensitive to scheduling noise, which says where any
+overhead is spent.
 
     python benchmarks/bench.py            # all scenarios
     python benchmarks/bench.py --quick    # fewer tasks and rounds, a smoke run
@@ -20,6 +23,7 @@ import argparse
 import concurrent.futures as cf
 import gc
 import json
+import os
 import statistics
 import sys
 import time
@@ -91,10 +95,37 @@ def _scenarios(quick: bool, registry: CollectorRegistry) -> list[Scenario]:
     ]
 
 
-def _run_once(make: Callable[[], cf.Executor], work: Callable[[cf.Executor], None]) -> float:
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu(pool: cf.Executor) -> float | None:
+    """CPU seconds used so far by this process and the pool's live worker processes."""
+    total = time.process_time()
+    for pid in getattr(pool, "_processes", None) or ():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                # Fields 14 and 15 (utime, stime), counted after the "(comm)" field.
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def _run_once(
+    make: Callable[[], cf.Executor], work: Callable[[cf.Executor], None]
+) -> tuple[float, float | None]:
+    """Wall and CPU seconds of one run of ``work`` on a warmed-up pool."""
     with make() as pool:
         work(pool)  # warm up: threads or processes started, imports done
-        return _time(lambda: work(pool))
+        gc.collect()
+        cpu0 = _cpu(pool)
+        t0 = time.perf_counter()
+        work(pool)
+        wall = time.perf_counter() - t0
+        cpu1 = _cpu(pool)
+        cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+        return wall, cpu
 
 
 def _round(
@@ -102,14 +133,21 @@ def _round(
     make_ee: Callable[[], cf.Executor],
     work: Callable[[cf.Executor], None],
     repeats: int,
-) -> tuple[float, float]:
-    """Best of ``repeats`` runs of each, alternating: noise only ever adds time."""
-    std, ours = [], []
+) -> tuple[tuple[float, float | None], tuple[float, float | None]]:
+    """Best wall and CPU times of ``repeats`` runs of each side, alternating: noise only
+    ever adds time."""
+    std: list[tuple[float, float | None]] = []
+    ours: list[tuple[float, float | None]] = []
     for i in range(repeats):
         pair = [(make_std, std), (make_ee, ours)]
         for make, out in pair if i % 2 == 0 else reversed(pair):
             out.append(_run_once(make, work))
-    return min(std), min(ours)
+    return _best(std), _best(ours)
+
+
+def _best(runs: list[tuple[float, float | None]]) -> tuple[float, float | None]:
+    cpus = [cpu for _, cpu in runs if cpu is not None]
+    return min(wall for wall, _ in runs), min(cpus) if len(cpus) == len(runs) else None
 
 
 def _scrape(n_executors: int, rounds: int) -> tuple[float, float]:
@@ -148,24 +186,30 @@ def main(argv: list[str] | None = None) -> int:
     for name, make_std, make_ee, work, target in _scenarios(args.quick, registry):
         if args.only not in name:
             continue
-        ratios, std_t, ee_t = [], [], []
+        ratios, cpu_ratios, std_t, ee_t = [], [], [], []
         for _ in range(rounds):
-            s, e = _round(make_std, make_ee, work, args.repeats)
+            (s, s_cpu), (e, e_cpu) = _round(make_std, make_ee, work, args.repeats)
             std_t.append(s)
             ee_t.append(e)
             ratios.append(e / s)
+            if s_cpu and e_cpu is not None:
+                cpu_ratios.append(e_cpu / s_cpu)
         ratio = statistics.median(ratios)
+        cpu_ratio = statistics.median(cpu_ratios) if len(cpu_ratios) == rounds else None
         verdict = "met" if ratio <= target else "MISSED"
+        cpu_text = "   n/a" if cpu_ratio is None else f"{cpu_ratio:6.2f}"
         print(
             f"{name:<55} stdlib {statistics.median(std_t) * 1e3:8.1f} ms  "
             f"ours {statistics.median(ee_t) * 1e3:8.1f} ms  ratio {ratio:5.2f} "
-            f"(target <= {target}: {verdict})"
+            f"(target <= {target}: {verdict})  cpu ratio {cpu_text}"
         )
         results["scenarios"][name] = {
             "stdlib_ms": statistics.median(std_t) * 1e3,
             "ours_ms": statistics.median(ee_t) * 1e3,
             "ratio": ratio,
             "ratios": ratios,
+            "cpu_ratio": cpu_ratio,
+            "cpu_ratios": cpu_ratios,
             "target": target,
         }
     if not args.only or args.only in "scrape":

@@ -223,7 +223,9 @@ BATCH = 1_000
     "total",
     [
         pytest.param(40_000, id="40k"),
-        pytest.param(LOAD_TASKS, id="1M", marks=pytest.mark.slow),
+        # Not traced by coverage (pytest-cov's no_cover): the 40k run covers the
+        # same lines, and tracing would make this one 2-3x slower.
+        pytest.param(LOAD_TASKS, id="1M", marks=[pytest.mark.slow, pytest.mark.no_cover]),
     ],
 )
 def test_thread_pool_under_load(registry: CollectorRegistry, total: int) -> None:
@@ -415,6 +417,7 @@ FLUSH = 4_000
 
 
 @pytest.mark.slow
+@pytest.mark.no_cover  # as the 1M load run: nothing to cover that faster tests miss
 def test_thread_pool_memory_flat_over_a_million_tasks(registry: CollectorRegistry) -> None:
     """With tracemalloc on after a warm-up, the memory held by blocks that lines of
     executor_exporter allocated is the same, once the pool is idle, after 100k and after
