@@ -19,9 +19,12 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from executor_exporter import METRICS, ExecutorExporter, InstrumentedExecutorProxy
+from executor_exporter import ProcessPoolExecutor as ProcessPool
 from executor_exporter import ThreadPoolExecutor as Pool
+from executor_exporter import collector as collector_module
 from executor_exporter._state import ExecutorState
 from executor_exporter.collector import collector_for
+from executor_exporter.exporter import type_name
 from helpers import (
     THREAD_TYPE,
     Gate,
@@ -318,7 +321,7 @@ def test_many_pools_come_and_go(registry: CollectorRegistry) -> None:
             pool.shutdown()
         del pool
         if i % 10 == 0:
-            registry.collect()
+            list(registry.collect())
     gc.collect()
     e = assert_exported_invariants(registry, "churn")
     assert (e.submitted, e.completed, e.max_workers_total) == (100, 100, 200)
@@ -327,6 +330,50 @@ def test_many_pools_come_and_go(registry: CollectorRegistry) -> None:
         time.sleep(0.01)  # unshut pools' threads exit on their own
     e = exported(registry, "churn")
     assert (e.workers, e.workers_max) == (0, 0)
+
+
+def test_dropped_pools_are_folded_without_a_scrape(registry: CollectorRegistry) -> None:
+    """A process never scraped does not keep every dropped pool: adding instances folds
+    the dropped, quiescent ones (amortized), and their counters are kept."""
+    collector = collector_for(registry)
+    states: list[weakref.ref[ExecutorState]] = []
+    for i in range(300):
+        pool = Pool(1, executor_id=f"never-scraped-{i % 3}", registry=registry)
+        pool.submit(int).result()
+        pool.shutdown()
+        states.append(weakref.ref(pool._ee_state))
+        del pool
+        if i % 50 == 0:
+            gc.collect()  # whatever cycles a pool is in: it is gone now
+    held = sum(len(group.states) for group in collector._groups.values())
+    assert held < 2 * collector_module._FOLD_MIN, held
+    gc.collect()
+    assert sum(ref() is not None for ref in states) == held
+    for n in range(3):
+        e = assert_exported_invariants(registry, f"never-scraped-{n}")
+        assert (e.submitted, e.completed, e.max_workers_total) == (100, 100, 100)
+
+
+def test_dropped_process_pools_release_their_shared_memory(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold without a scrape lets a dropped process pool's shared block and lock go."""
+    monkeypatch.setattr(collector_module, "_FOLD_MIN", 4)
+    collector = collector_for(registry)
+    collector._fold_at = 4
+    states: list[weakref.ref[ExecutorState]] = []
+    for _ in range(12):
+        pool = ProcessPool(1, executor_id="never-scraped", registry=registry)
+        assert pool.submit(abs, -3).result(timeout=30) == 3
+        pool.shutdown()
+        states.append(weakref.ref(pool._ee_state))
+        del pool
+        gc.collect()
+    gc.collect()
+    alive = sum(ref() is not None for ref in states)
+    assert alive < 8, alive
+    e = assert_exported_invariants(registry, "never-scraped", type_name(cf.ProcessPoolExecutor))
+    assert (e.submitted, e.completed, e.max_workers_total) == (12, 12, 12)
 
 
 # -- concurrency -----------------------------------------------------------------------

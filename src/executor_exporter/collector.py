@@ -4,7 +4,9 @@ One collector is registered per registry, the first time an executor is exported
 it; it exposes every metric family of :mod:`executor_exporter.metrics`.  Instances
 sharing an id and type form a *group*; an instance whose executor is gone is folded into
 the group's retired counters once it is quiescent, so counters never go back and the
-memory held stays bounded however many executors come and go.
+memory held stays bounded however many executors come and go.  Folding happens when a
+scrape reads the groups, and also as new instances are added, so that a process never
+scraped (or scraped rarely) does not hold every dropped pool's slots and shared memory.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from ._layout import Layout
 from ._state import ExecutorState, Totals
 
 __all__ = ["ExecutorCollector", "all_collectors", "collector_for"]
+
+# add() folds dropped instances once the instances held reach twice what the last fold
+# (or read) left, and at least this many: O(1) amortized per added instance.
+_FOLD_MIN = 64
 
 
 class _Group:
@@ -80,6 +86,8 @@ class ExecutorCollector(Collector):
         self._lock = threading.Lock()
         self._groups: dict[tuple[str, str], _Group] = {}
         self._render = _Renderer()
+        self._instances = 0  # held in the groups' states, as of the last count
+        self._fold_at = _FOLD_MIN
 
     def add(self, state: ExecutorState) -> None:
         """Start exporting ``state``; raise ValueError if its buckets clash with its id's."""
@@ -95,12 +103,26 @@ class ExecutorCollector(Collector):
                     "share buckets"
                 )
             group.states.append(state)
+            self._instances += 1
+            if self._instances >= self._fold_at:
+                # Reading a group folds its dropped, quiescent instances.
+                now = time.monotonic()
+                for group in self._groups.values():
+                    if group.states:
+                        group.read(now)
+                self._count_instances()
 
     def read(self) -> dict[tuple[str, str], tuple[Totals, Layout]]:
         """Return the totals of every group, read now."""
         now = time.monotonic()
         with self._lock:
-            return {key: (group.read(now), group.layout) for key, group in self._groups.items()}
+            totals = {key: (g.read(now), g.layout) for key, g in self._groups.items()}
+            self._count_instances()
+            return totals
+
+    def _count_instances(self) -> None:
+        self._instances = sum(len(group.states) for group in self._groups.values())
+        self._fold_at = max(_FOLD_MIN, 2 * self._instances)
 
     def describe(self) -> Iterable[Metric]:
         """Name the families without reading any executor (used at registration)."""
