@@ -5,8 +5,8 @@ on the instrumented pool, alternating, and keeps the best time of each side (noi
 shared machine only ever adds time); the figure reported is the median over rounds of
 (instrumented best / stdlib best).  Beside each wall-time ratio it prints the ratio of CPU
 time (this process's threads plus the pool's worker processes, read from /proc, so on
-Linux only): a figure far less sensitive to scheduling noise, which says where any
-overhead is spent.
+Linux only): it tells extra work from extra waiting, though on a shared VM (steal
+time, tick-granular child times) it is not much steadier than wall time.
 
     python benchmarks/bench.py            # all scenarios
     python benchmarks/bench.py --quick    # fewer tasks and rounds, a smoke run
