@@ -11,12 +11,11 @@ scraped (or scraped rarely) does not hold every dropped pool's slots and shared 
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 import weakref
 from collections.abc import Iterable
-from itertools import repeat
+from itertools import accumulate, repeat
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import (
@@ -185,10 +184,10 @@ class _Renderer:
 
     def __init__(self) -> None:
         self._labels: dict[tuple[str, str, str, tuple[str, ...]], dict[str, str]] = {}
-        # The bucket samples of each histogram at the last scrape, by their counts.
+        # The bucket samples of each histogram at the last scrape, by their counts (a
+        # group's bounds never change: the collector refuses other buckets for its id).
         self._buckets: dict[
-            tuple[str, str, str, tuple[str, ...], tuple[float, ...]],
-            tuple[list[float], list[Sample]],
+            tuple[str, str, str, tuple[str, ...]], tuple[list[float], list[Sample]]
         ] = {}
 
     def __call__(self, totals: dict[tuple[str, str], tuple[Totals, Layout]]) -> list[Metric]:
@@ -213,9 +212,8 @@ class _Renderer:
                     samples.append(_new_sample(family.name + _SUFFIX[d.type], labels, value))
                     continue
                 bounds, counts, total = value
-                cumulative = list(itertools.accumulate(counts))
-                bkey = (*lkey, bounds)
-                cached = cached_buckets.get(bkey)
+                cumulative = list(accumulate(counts))
+                cached = cached_buckets.get(lkey)
                 if cached is None or cached[0] != cumulative:
                     # Most buckets of most executors did not move since the last scrape.
                     les = (
@@ -224,7 +222,7 @@ class _Renderer:
                         else [sample.labels for sample in cached[1]]
                     )
                     name = family.name + "_bucket"
-                    cached = cached_buckets[bkey] = (
+                    cached = cached_buckets[lkey] = (
                         cumulative,
                         _new_samples(name, les, cumulative),
                     )
