@@ -27,7 +27,7 @@ PYTEST_COV := --cov=executor_exporter --cov-branch --cov-report=term-missing \
 	--cov-fail-under=$(COV_MIN)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format typecheck bench conformance \
+.PHONY: help install demo test test-fast lint format typecheck bench instructions conformance \
 	docs docs-check clean distclean
 
 help: ## show this help
@@ -57,6 +57,9 @@ demo: install ## run the demo (DEMO_ARGS=... passed through)
 
 bench: install ## run the overhead benchmark (BENCH_ARGS=--quick for a smoke run)
 	$(VENV_PY) benchmarks/bench.py $(BENCH_ARGS)
+
+instructions: install ## count instructions per task against the stdlib (needs valgrind)
+	$(VENV_PY) benchmarks/instructions.py $(BENCH_ARGS)
 
 conformance: install ## run the conformance checks (scripts/conformance.py)
 	$(VENV_PY) scripts/conformance.py $(CONFORMANCE_ARGS)

@@ -15,6 +15,11 @@ def square(x: int) -> int:
     return x * x
 
 
+def new_set(x: Any) -> set[Any]:
+    """A result the parent can hold a weak reference to."""
+    return {x}
+
+
 def add(x: int, y: int, *, z: int = 0) -> int:
     return x + y + z
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
+import gc
 import multiprocessing as mp
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -181,6 +183,30 @@ def test_cancel_queued_future(registry: CollectorRegistry, tmp_path: Path) -> No
     s = pool.stats()
     assert s.cancelled == 1 and s.completed == 4
     assert s.wait.count == 4
+    check_invariants(s)
+
+
+def test_settled_calls_leave_nothing_behind(registry: CollectorRegistry, tmp_path: Path) -> None:
+    """Every call leaves the pending set as its future ends, whatever the outcome, and the
+    pool keeps no future: a result the user dropped is freed."""
+    gate = str(tmp_path / "go")
+    with ProcessPoolExecutor(1, registry=registry) as pool:
+        blocker = pool.submit(t.wait_for_file, gate)
+        settle(pool, running=1)
+        cancelled = pool.submit(t.square, 2)
+        assert cancelled.cancel()
+        unsent = pool.submit(t.square, lambda: None)  # arguments that do not pickle
+        Path(gate).touch()
+        results = [pool.submit(t.new_set, i) for i in range(20)]
+        refs = [weakref.ref(f.result()) for f in results]
+        failed = pool.submit(t.raise_at, 7)
+        cf.wait([blocker, unsent, failed])
+        del results
+        gc.collect()
+        assert [r() for r in refs] == [None] * 20
+        assert not pool._ee_state.pending
+    s = pool.stats()
+    assert (s.completed, s.failed, s.cancelled) == (21, 2, 1)
     check_invariants(s)
 
 

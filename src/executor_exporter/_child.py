@@ -112,11 +112,7 @@ class WorkerBoot:
 
 
 def run_call(
-    fn: Callable[..., Any],
-    seq: int,
-    t_submit: float,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    fn: Callable[..., Any], seq: int, t_submit: float, /, *args: Any, **kwargs: Any
 ) -> Any:
     """Run one submitted call in a worker, recorded."""
     worker = _worker

@@ -206,7 +206,7 @@ class ExecutorState:
         self.live = True
         #: Set when the owning executor is gone: the state is folded once quiescent.
         self.closed = False
-        self.pending: dict[Any, None] = {}
+        self.pending: dict[Any, Any] = {}
         #: Sweep from the submitting side when the pending set grows past this.
         self.sweep_at = _SWEEP_MIN
 

@@ -21,7 +21,8 @@ import itertools
 import multiprocessing
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Executor, Future
+from concurrent.futures import Executor, Future
+from concurrent.futures._base import FINISHED
 from concurrent.futures.process import BrokenProcessPool
 from time import monotonic
 from typing import Any, TypeVar
@@ -49,39 +50,10 @@ __all__ = ["ProcessPoolExecutor"]
 _T = TypeVar("_T")
 
 
-class _Pending:
-    """Parent side of one call: held in the pending set until its future is done."""
-
-    __slots__ = ("n", "seq", "state", "t_submit")
-
-    # Not swept by ExecutorState.sweep: done() settles every process call.
-    started = False
-    future = None
-
-    def __init__(self, state: _ProcessState, seq: int, n: int, t_submit: float) -> None:
-        self.state = state
-        self.seq = seq
-        self.n = n
-        self.t_submit = t_submit
-
-    def done(self, future: Future[Any]) -> None:
-        """Future callback: settle the calls that no worker accounted for."""
-        state = self.state
-        state.pending.pop(self, None)
-        try:
-            exc = future.exception()
-        except CancelledError:
-            with state.lock:
-                state.cancelled += self.n
-            return
-        if exc is None or state.shared.mark(self.seq) >= self.seq:
-            return  # a worker recorded every item: it returned, raised, or did not pickle
-        with state.lock:
-            if isinstance(exc, BrokenProcessPool):
-                # Which items a dying worker got to is known once all workers are gone.
-                state.broken.append((self, monotonic()))
-            else:  # the call never reached a worker (its arguments did not pickle)
-                state.abandoned += self.n
+# A call not settled yet, as the pending set holds it under its future: (sequence
+# number, items, submission time).  Made on every submit, so a plain tuple: it runs no
+# Python code to make, and the garbage collector stops tracking it after one pass.
+_Call = tuple[int, int, float]
 
 
 class _ProcessState(ExecutorState):
@@ -97,7 +69,32 @@ class _ProcessState(ExecutorState):
             live_workers=slots.live,
         )
         self.shared = slots
-        self.broken: list[tuple[_Pending, float]] = []
+        self.pending: dict[Future[Any], _Call] = {}
+        self.broken: list[tuple[_Call, float]] = []
+        #: Every future's done callback: one bound method, made once.
+        self.settle = self._settle
+
+    def _settle(self, future: Future[Any]) -> None:
+        """Future callback: settle the call if no worker accounted for it."""
+        call = self.pending.pop(future)
+        # A done future's fields are final: read without its lock, which would cost more
+        # than the rest of this callback.  The names have not changed since 3.2; should
+        # they, every settling test in test_process fails.
+        exc = future._exception
+        if exc is None:
+            if future._state != FINISHED:
+                with self.lock:
+                    self.cancelled += call[1]
+            return
+        seq, n, _ = call
+        if self.shared.mark(seq) >= seq:
+            return  # a worker recorded every item: it returned, raised, or did not pickle
+        with self.lock:
+            if isinstance(exc, BrokenProcessPool):
+                # Which items a dying worker got to is known once all workers are gone.
+                self.broken.append((call, monotonic()))
+            else:  # the call never reached a worker (its arguments did not pickle)
+                self.abandoned += n
 
     def unsettled(self) -> bool:
         return bool(self.pending or self.broken)
@@ -114,14 +111,14 @@ class _ProcessState(ExecutorState):
                 slot = self.shared.slot(i)
                 if slot[OWNER]:
                     slots[int(slot[RUN_SEQ])] = slot
-            for call, t_break in self.broken:
+            for (seq, n, _), t_break in self.broken:
                 # The stdlib fails every pending future as soon as one worker dies; the
                 # others may still finish their call before they are terminated.
-                mark = self.shared.mark(call.seq)
-                if mark == call.seq:
+                mark = self.shared.mark(seq)
+                if mark == seq:
                     continue  # a worker accounted for it
-                slot = slots.get(call.seq)
-                if slot is None and mark > call.seq:
+                slot = slots.get(seq)
+                if slot is None and mark > seq:
                     continue  # reached a worker (a later call ran), which finished it
                 started_in_call = 0
                 if slot is not None:
@@ -134,7 +131,7 @@ class _ProcessState(ExecutorState):
                         slot[f + bisect_left(layout.duration_bounds, elapsed)] += 1.0
                         slot[FAILED_SUM] += elapsed
                         slot[RUN_START] = 0.0
-                self.abandoned += call.n - started_in_call
+                self.abandoned += n - started_in_call
             self.broken.clear()
 
     def _oldest_queued_age(self, now: float, slots: list[list[float]]) -> float:
@@ -146,9 +143,9 @@ class _ProcessState(ExecutorState):
             for slot in slots
             if slot[OWNER]
         }
-        for call in list(self.pending):  # list(dict) is one atomic copy
-            if started.get(call.seq, 0) < call.n:
-                return max(0.0, now - float(call.t_submit))
+        for seq, n, t_submit in list(self.pending.values()):  # one atomic copy
+            if started.get(seq, 0) < n:
+                return max(0.0, now - t_submit)
         return 0.0
 
 
@@ -239,29 +236,31 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         return self._ee_state.executor_id
 
     def _ee_submit(
-        self, runner: Callable[..., Any], fn: Callable[..., Any], n: int, *args: Any
+        self,
+        runner: Callable[..., Any],
+        fn: Callable[..., Any],
+        n: int,
+        /,
+        *args: Any,
+        **kwargs: Any,
     ) -> Future[Any]:
         state = self._ee_state
         seq = next(self._ee_seq)
         t_submit = monotonic()
-        record = _Pending(state, seq, n, t_submit)
-        pending = state.pending
-        # In the set before the stdlib sees the call, since it may end at once.
-        pending[record] = None
         try:
-            future = super().submit(runner, fn, seq, t_submit, *args)
-        except BaseException as exc:
-            pending.pop(record, None)
-            if isinstance(exc, RuntimeError):  # shutdown, or BrokenProcessPool
-                state.rejected(exc)
+            future = super().submit(runner, fn, seq, t_submit, *args, **kwargs)
+        except RuntimeError as exc:  # shutdown, or BrokenProcessPool
+            state.rejected(exc)
             raise
+        # Pending before the callback is added: on a future already done, it runs at once.
+        state.pending[future] = (seq, n, t_submit)
         state.submitters.get()[SUBMITTED] += n
-        future.add_done_callback(record.done)
+        future.add_done_callback(state.settle)
         return future
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
         """Like the stdlib's ``submit``, recorded; returns the stdlib's own future."""
-        return self._ee_submit(run_call, fn, 1, args, kwargs)
+        return self._ee_submit(run_call, fn, 1, *args, **kwargs)
 
     def map(
         self,
