@@ -10,7 +10,7 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-COV_MIN ?= 94
+COV_MIN ?= 96
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
@@ -31,7 +31,7 @@ PYTEST_COV := --cov=executor_exporter --cov-branch --cov-report=term-missing \
 	docs docs-check clean distclean
 
 help: ## show this help
-	@echo "usage: make TARGET [PYTHON=python3] [VENV=.venv] [COV_MIN=90] [PYTEST_ARGS=...]"
+	@echo "usage: make TARGET [PYTHON=python3] [VENV=.venv] [COV_MIN=96] [PYTEST_ARGS=...]"
 	@echo
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -78,7 +78,7 @@ define run_pytest
 	exit $$rc
 endef
 
-test: install ## run all tests with branch coverage (COV_MIN=90, PYTEST_ARGS=...)
+test: install ## run all tests with branch coverage (COV_MIN=96, PYTEST_ARGS=...)
 	$(call run_pytest,)
 
 test-fast: install ## run the tests not marked slow
