@@ -85,3 +85,20 @@ def init_record(path: str) -> None:
 
 def init_fail() -> None:
     raise RuntimeError("initializer failed on purpose")
+
+
+def squares_in_nested_pools(x: int) -> tuple[int, int, int]:
+    """Run square(x) in a stdlib pool and in one of ours, from inside a worker of ours
+    (whose call items unpickle as our _CallItem; the nested pools' must not change)."""
+    import concurrent.futures as cf
+
+    from prometheus_client import CollectorRegistry
+
+    from executor_exporter import ProcessPoolExecutor
+
+    with (
+        cf.ProcessPoolExecutor(1) as std,
+        ProcessPoolExecutor(1, registry=CollectorRegistry()) as ours,
+    ):
+        a, b = std.submit(square, x).result(), ours.submit(square, x).result()
+    return a, b, ours.stats().completed

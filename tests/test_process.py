@@ -74,6 +74,16 @@ def test_submit_map_partial_kwargs(
     check_invariants(s)
 
 
+def test_pools_nested_in_a_worker(
+    ctx: mp.context.BaseContext, registry: CollectorRegistry
+) -> None:
+    """Our workers unpickle call items as our own _CallItem: pools that a task starts
+    there (the stdlib's, and ours) still run their calls as they should."""
+    with ProcessPoolExecutor(1, mp_context=ctx, registry=registry) as pool:
+        assert pool.submit(t.squares_in_nested_pools, 6).result() == (36, 36, 1)
+    assert pool.stats().completed == 1
+
+
 def test_initializer_counts_every_worker(
     ctx: mp.context.BaseContext, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
@@ -210,6 +220,26 @@ def test_settled_calls_leave_nothing_behind(registry: CollectorRegistry, tmp_pat
     s = pool.stats()
     assert (s.completed, s.failed, s.cancelled) == (24, 2, 1)
     check_invariants(s)
+
+
+def test_a_future_that_ended_before_it_was_watched_is_settled_once(
+    registry: CollectorRegistry,
+) -> None:
+    """watch() adds its callback without the future's lock: a future that ended first
+    (its callbacks already run) is settled by watch() itself, and a second settle of the
+    same future (the future's own callback racing watch) changes nothing."""
+    with ProcessPoolExecutor(1, registry=registry) as pool:
+        state = pool._ee_state
+        done: cf.Future[int] = cf.Future()
+        cancelled: cf.Future[int] = cf.Future()
+        done.set_result(1)
+        cancelled.cancel()
+        for future in (done, cancelled):
+            state.watch(future, next(pool._ee_seq), 1, time.monotonic())
+        assert not state.pending
+        assert pool.stats().cancelled == 1
+        state.settle(cancelled)
+        assert pool.stats().cancelled == 1
 
 
 def test_shutdown_cancel_futures(registry: CollectorRegistry, tmp_path: Path) -> None:

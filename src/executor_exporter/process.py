@@ -22,14 +22,14 @@ import multiprocessing
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
-from concurrent.futures._base import FINISHED
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from concurrent.futures.process import BrokenProcessPool
 from time import monotonic
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from ._child import WorkerBoot, run_call, run_chunk
+from ._child import WorkerBoot, run_chunk
 from ._layout import (
     ABANDONED,
     CHUNK_BASE,
@@ -55,6 +55,12 @@ _T = TypeVar("_T")
 # Python code to make, and the garbage collector stops tracking it after one pass.
 _Call = tuple[int, int, float]
 
+# The states in which a future has run, or is running, its done callbacks.
+_SETTLED = (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED)
+
+# The stdlib's submit, called without building a super() object on every call.
+_std_submit = concurrent.futures.ProcessPoolExecutor.submit
+
 
 class _ProcessState(ExecutorState):
     """ExecutorState of a process pool: shared-memory slots, settling broken calls."""
@@ -74,9 +80,22 @@ class _ProcessState(ExecutorState):
         #: Every future's done callback: one bound method, made once.
         self.settle = self._settle
 
+    def watch(self, future: Future[Any], seq: int, n: int, t_submit: float) -> None:
+        """Count a call the stdlib accepted and settle it when its future ends."""
+        self.pending[future] = (seq, n, t_submit)
+        self.submitters.get()[SUBMITTED] += n
+        # add_done_callback() without the future's lock, which would cost more than the
+        # rest of this method: if the future ended meanwhile, its callbacks may have run
+        # before ours was appended, so it is settled here too (settle() acts once).
+        future._done_callbacks.append(self.settle)  # type: ignore[attr-defined]
+        if future._state in _SETTLED:
+            self.settle(future)
+
     def _settle(self, future: Future[Any]) -> None:
         """Future callback: settle the call if no worker accounted for it."""
-        call = self.pending.pop(future)
+        call = self.pending.pop(future, None)
+        if call is None:
+            return  # settled already (see watch)
         # A done future's fields are final: read without its lock, which would cost more
         # than the rest of this callback.  The names have not changed since 3.2; should
         # they, every settling test in test_process fails.
@@ -158,7 +177,17 @@ class _ChunkSubmitter:
         self.pool = pool
 
     def submit(self, fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> Future[Any]:
-        return self.pool._ee_submit(run_chunk, fn, len(chunk), chunk)
+        pool = self.pool
+        state = pool._ee_state
+        seq = next(pool._ee_seq)
+        t_submit = monotonic()
+        try:
+            future = _std_submit(pool, run_chunk, fn, seq, t_submit, chunk)
+        except RuntimeError as exc:  # shutdown, or BrokenProcessPool
+            state.rejected(exc)
+            raise
+        state.watch(future, seq, len(chunk), t_submit)
+        return future
 
 
 def _chunks(
@@ -235,32 +264,22 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         """The ``executor`` label value."""
         return self._ee_state.executor_id
 
-    def _ee_submit(
-        self,
-        runner: Callable[..., Any],
-        fn: Callable[..., Any],
-        n: int,
-        /,
-        *args: Any,
-        **kwargs: Any,
-    ) -> Future[Any]:
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        """Like the stdlib's ``submit``, recorded; returns the stdlib's own future."""
+        # _ChunkSubmitter.submit does the same for map chunks; kept apart, as one frame,
+        # because a shared helper taking *args costs ~2k instructions per task (~1%).
         state = self._ee_state
         seq = next(self._ee_seq)
         t_submit = monotonic()
+        # Sent in the place of fn: the workers' _CallItem makes it a recorded call of fn.
+        call: Any = (fn, seq, t_submit)
         try:
-            future = super().submit(runner, fn, seq, t_submit, *args, **kwargs)
+            future: Future[_T] = _std_submit(self, call, *args, **kwargs)
         except RuntimeError as exc:  # shutdown, or BrokenProcessPool
             state.rejected(exc)
             raise
-        # Pending before the callback is added: on a future already done, it runs at once.
-        state.pending[future] = (seq, n, t_submit)
-        state.submitters.get()[SUBMITTED] += n
-        future.add_done_callback(state.settle)
+        state.watch(future, seq, 1, t_submit)
         return future
-
-    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
-        """Like the stdlib's ``submit``, recorded; returns the stdlib's own future."""
-        return self._ee_submit(run_call, fn, 1, *args, **kwargs)
 
     def map(
         self,
