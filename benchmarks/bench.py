@@ -24,6 +24,7 @@ import concurrent.futures as cf
 import gc
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -145,6 +146,19 @@ def _round(
     return _best(std), _best(ours)
 
 
+def _median_interval(values: list[float], draws: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of the median of ``values`` (seeded: reruns agree)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
+
+
+def _verdict(low: float, high: float, target: float) -> str:
+    if high <= target:
+        return "met"
+    return "MISSED" if low > target else "undecided"
+
+
 def _best(runs: list[tuple[float, float | None]]) -> tuple[float, float | None]:
     cpus = [cpu for _, cpu in runs if cpu is not None]
     return min(wall for wall, _ in runs), min(cpus) if len(cpus) == len(runs) else None
@@ -195,18 +209,21 @@ def main(argv: list[str] | None = None) -> int:
             if s_cpu and e_cpu is not None:
                 cpu_ratios.append(e_cpu / s_cpu)
         ratio = statistics.median(ratios)
+        low, high = _median_interval(ratios)
         cpu_ratio = statistics.median(cpu_ratios) if len(cpu_ratios) == rounds else None
-        verdict = "met" if ratio <= target else "MISSED"
+        verdict = _verdict(low, high, target)
         cpu_text = "   n/a" if cpu_ratio is None else f"{cpu_ratio:6.2f}"
         print(
             f"{name:<55} stdlib {statistics.median(std_t) * 1e3:8.1f} ms  "
             f"ours {statistics.median(ee_t) * 1e3:8.1f} ms  ratio {ratio:5.2f} "
-            f"(target <= {target}: {verdict})  cpu ratio {cpu_text}"
+            f"[{low:.2f}-{high:.2f}] (target <= {target}: {verdict})  cpu ratio {cpu_text}"
         )
         results["scenarios"][name] = {
             "stdlib_ms": statistics.median(std_t) * 1e3,
             "ours_ms": statistics.median(ee_t) * 1e3,
             "ratio": ratio,
+            "ratio_interval_95": [low, high],
+            "verdict": verdict,
             "ratios": ratios,
             "cpu_ratio": cpu_ratio,
             "cpu_ratios": cpu_ratios,
