@@ -363,8 +363,11 @@ def test_submit_after_shutdown_is_rejected(registry: CollectorRegistry) -> None:
     pool.shutdown()
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(t.square, 1)
+    # map submits its first chunk at once, like the stdlib: one refused submission.
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.map(t.square, range(10), chunksize=5)
     s = pool.stats()
-    assert (s.submitted, s.rejected_shutdown) == (0, 1)
+    assert (s.submitted, s.rejected_shutdown) == (0, 2)
 
 
 def test_constructor_errors_like_stdlib(registry: CollectorRegistry) -> None:
