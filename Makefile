@@ -21,7 +21,7 @@ PIP_EXTRA ?=
 VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
 # Only the folders that exist (an empty folder is not in a git clone).
-LINT_PATHS := $(wildcard src tests benchmarks scripts)
+LINT_PATHS := $(wildcard src tests benchmarks scripts .ci)
 
 PYTEST_COV := --cov=executor_exporter --cov-branch --cov-report=term-missing \
 	--cov-fail-under=$(COV_MIN)
