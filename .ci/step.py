@@ -123,27 +123,16 @@ def _reap() -> None:
 
 def _kill_tree(command: subprocess.Popen[bytes]) -> None:
     """End every descendant: SIGTERM, a grace period, then SIGKILL until none is left."""
-    pids = _descendants()
-    if not pids:
-        return
-    _signal_all(pids, signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_SECONDS
-    while time.monotonic() < deadline:
-        command.poll()
-        _reap()
-        if not _descendants():
-            return
-        time.sleep(0.1)
-    deadline = time.monotonic() + REAP_SECONDS
-    while True:
-        pids = _descendants()
-        if not pids:
-            return
-        if time.monotonic() > deadline:
+    _signal_all(_descendants(), signal.SIGTERM)
+    started = time.monotonic()
+    while pids := _descendants():
+        waited = time.monotonic() - started
+        if waited > GRACE_SECONDS + REAP_SECONDS:
             _show_tree("these processes would not die (uninterruptible sleep?):", pids)
             return
-        # A process killed mid-tree hands its children to us: look again each round.
-        _signal_all(pids, signal.SIGKILL)
+        if waited > GRACE_SECONDS:
+            # A process killed mid-tree hands its children to us: each round looks again.
+            _signal_all(pids, signal.SIGKILL)
         time.sleep(0.1)
         command.poll()
         _reap()
