@@ -15,19 +15,25 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 CONFORMANCE_ARGS ?= --all
-# Extra requirements installed together with '.[dev]', e.g. PIP_EXTRA='prometheus-client==0.20.0'.
+# Extra requirements installed together with '.[dev]', e.g. PIP_EXTRA='prometheus-client==0.20.0'
+# (quote a specifier with < or > once more: PIP_EXTRA="'hypothesis<6.150'").
 PIP_EXTRA ?=
+# The extras installed with the package: dev = test + engines + ruff and mypy.  The
+# free-threaded build takes EXTRAS=test,engines (mypy's compiled parts need Rust there).
+EXTRAS ?= dev
 
 VENV_PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 # Only the folders that exist (an empty folder is not in a git clone).
-LINT_PATHS := $(wildcard src tests benchmarks scripts .ci)
+LINT_PATHS := $(wildcard src tests benchmarks scripts examples .ci)
 
 PYTEST_COV := --cov=executor_exporter --cov-branch --cov-report=term-missing \
 	--cov-fail-under=$(COV_MIN)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-fast lint format typecheck bench instructions conformance \
+	conformance-compare test-sid conformance-sid test-ft \
 	docs docs-check clean distclean
 
 help: ## show this help
@@ -45,14 +51,19 @@ $(VENV_PY):
 
 # Re-installs whenever pyproject.toml changes; otherwise a no-op.
 $(STAMP): pyproject.toml | $(VENV_PY)
-	$(VENV_PY) -m pip install --disable-pip-version-check -e '.[dev]' $(PIP_EXTRA)
+	$(VENV_PY) -m pip install --disable-pip-version-check -e '.[$(EXTRAS)]' $(PIP_EXTRA)
 	@touch $@
 
 install: $(STAMP) ## create the venv (.venv) and install the package with its dev tools (idempotent)
 
+# The demo needs the package alone (and prometheus-client), not the test and dev tools.
+$(DEMO_STAMP): pyproject.toml | $(VENV_PY)
+	$(VENV_PY) -m pip install --disable-pip-version-check -e . $(PIP_EXTRA)
+	@touch $@
+
 # --- running -------------------------------------------------------------------------
 
-demo: install ## run the demo (DEMO_ARGS=... passed through)
+demo: $(DEMO_STAMP) ## run the demo until Ctrl-C (DEMO_ARGS='--duration 60 --port 9464' ...)
 	$(VENV_PY) -m executor_exporter demo $(DEMO_ARGS)
 
 bench: install ## run the overhead benchmark (BENCH_ARGS=--quick for a smoke run)
@@ -63,6 +74,35 @@ instructions: install ## count instructions per task against the stdlib (needs v
 
 conformance: install ## run the conformance checks (scripts/conformance.py)
 	$(VENV_PY) scripts/conformance.py $(CONFORMANCE_ARGS)
+
+conformance-compare: install ## the conformance run with the stdlib classes' run beside it
+	$(VENV_PY) scripts/conformance.py --all --compare
+
+# --- Python 3.14, 3.15 and free-threaded (as root; not yet in CI, see issue 21) --------
+# The chroot has no /dev/pts (the host's /dev is never mounted there): top's terminal
+# tests run on the host's Pythons only.
+SID_PYTHONS := 3.14 3.15
+
+test-sid: ## the suite on Debian sid's Python 3.14 and 3.15, in a chroot (scripts/chroot.sh)
+	bash scripts/chroot.sh build
+	for v in $(SID_PYTHONS); do \
+		bash scripts/chroot.sh run make test PYTHON=python$$v VENV=/root/venvs/py$$v COV_MIN=0 \
+			PYTEST_ARGS="-m 'not slow and not terminal'" || exit 1; \
+	done
+
+conformance-sid: ## CPython's own suites of 3.14 and 3.15 on our classes, in the chroot
+	bash scripts/chroot.sh build
+	for v in $(SID_PYTHONS); do \
+		bash scripts/chroot.sh run make conformance PYTHON=python$$v VENV=/root/venvs/py$$v \
+			CONFORMANCE_ARGS="$(CONFORMANCE_ARGS)" || exit 1; \
+	done
+
+FT_PY := .cache/py313t/bin/python3.13t
+
+test-ft: ## the whole suite on a free-threaded 3.13 built from source, PYTHON_GIL=0
+	bash scripts/freethreaded.sh
+	PYTHON_GIL=0 $(MAKE) test PYTHON=$(FT_PY) VENV=.cache/venvs/py3.13t COV_MIN=0 \
+		EXTRAS=test,engines PIP_EXTRA="'hypothesis<6.150'"
 
 # --- checks --------------------------------------------------------------------------
 
@@ -92,8 +132,9 @@ format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 	$(VENV)/bin/ruff format $(LINT_PATHS)
 
-typecheck: install ## mypy --strict (configured in pyproject.toml)
+typecheck: install ## mypy --strict (configured in pyproject.toml), as 3.10 and as 3.14
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --python-version 3.14 --strict --config-file= src/executor_exporter
 
 docs: install ## rewrite the README metric table from `python -m executor_exporter table`
 	$(VENV_PY) scripts/update_readme_table.py

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import sys
 from collections.abc import Iterator
 from typing import IO
 
@@ -52,6 +53,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         # A descriptor of our own: pytest closes or redirects the ones it used.
         _exit_watchdog_file = os.fdopen(os.dup(2), "w")
         faulthandler.dump_traceback_later(seconds, exit=True, file=_exit_watchdog_file)
+
+
+def pytest_report_header() -> str:
+    """Say whether this run has the GIL (a free-threaded build with PYTHON_GIL=0 has not)."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    gil = "on" if check is None or check() else "OFF (free-threaded)"
+    return f"executor-exporter: GIL {gil}"
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -222,3 +223,14 @@ class Gate:
 
     def open(self) -> None:
         self._open.set()
+
+
+def require_binary(name: str, package: str = "prometheus") -> str:
+    """The path of ``name`` on PATH; skip without it, or fail under ``CI=true``."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} not found on PATH (Debian: apt-get install {package})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI=true, so this is a failure")
+        pytest.skip(message)
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import queue
 import re
 import signal
@@ -172,6 +173,13 @@ def test_help() -> None:
     result = subprocess.run([*CLI, "--help"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("usage: executor-exporter")
     assert "demo" in result.stdout and "table" in result.stdout
+
+
+def test_version_is_the_installed_distribution_s() -> None:
+    installed = importlib.metadata.version("executor-exporter")
+    assert executor_exporter.__version__ == installed
+    result = subprocess.run([*CLI, "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout == f"executor-exporter {installed}\n"
 
 
 def test_no_command_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:

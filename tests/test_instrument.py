@@ -168,8 +168,11 @@ def test_concurrent_instrument_calls_patch_once() -> None:
     assert cf.ThreadPoolExecutor is STD_THREAD
 
 
+@pytest.mark.skipif(
+    not hasattr(cf, "__getattr__"), reason="3.15 binds both names with lazy imports instead"
+)
 def test_lazy_package_attribute_is_removed_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    # concurrent.futures loads both classes lazily, through a module __getattr__.
+    # Up to 3.14 concurrent.futures loads both classes lazily, through a module __getattr__.
     monkeypatch.delattr(cf, "ThreadPoolExecutor")
     monkeypatch.delattr(cf, "ProcessPoolExecutor")
     assert "ThreadPoolExecutor" not in vars(cf)
@@ -182,6 +185,19 @@ def test_lazy_package_attribute_is_removed_again(monkeypatch: pytest.MonkeyPatch
     uninstrument()
     assert "ThreadPoolExecutor" not in vars(cf) and "ProcessPoolExecutor" not in vars(cf)
     assert cf.ThreadPoolExecutor is STD_THREAD  # the lazy __getattr__ again
+    assert cf.ProcessPoolExecutor is STD_PROCESS
+
+
+def test_lazy_import_bindings_are_put_back_as_they_were() -> None:
+    # 3.15 binds the classes with `lazy from .thread import ...`: the module dict holds a
+    # lazy object until the name is first used.  uninstrument() puts back whatever the
+    # dict held, reified or not, and the name still resolves to the stdlib class.
+    held = {name: vars(cf).get(name) for name in ("ThreadPoolExecutor", "ProcessPoolExecutor")}
+    instrument()
+    uninstrument()
+    after = {name: vars(cf).get(name) for name in held}
+    assert all(after[name] is held[name] for name in held), (held, after)
+    assert cf.ThreadPoolExecutor is STD_THREAD
     assert cf.ProcessPoolExecutor is STD_PROCESS
 
 

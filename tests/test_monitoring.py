@@ -8,9 +8,7 @@ under ``CI=true`` where a missing promtool fails them (.ci/run installs it).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import pytest
 
 from executor_exporter import METRICS
+from helpers import require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "monitoring"
@@ -49,17 +48,6 @@ ALERTS = [
 
 
 # -- helpers, also used by test_prometheus_e2e.py ----------------------------------------
-
-
-def require_binary(name: str) -> str:
-    """The path of ``name`` on PATH; skip without it, or fail under ``CI=true``."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not found on PATH (Debian: apt-get install prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI=true, so this is a failure")
-        pytest.skip(message)
-    return path
 
 
 def exported_names() -> set[str]:

@@ -6,10 +6,13 @@ import concurrent.futures as cf
 import functools
 import gc
 import multiprocessing as mp
+import os
+import subprocess
 import sys
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -401,3 +404,108 @@ def test_metrics_in_the_parent_registry(registry: CollectorRegistry) -> None:
     )
     assert registry.get_sample_value("python_executor_max_workers_total", labels) == 2
     assert registry.get_sample_value("python_executor_running_tasks_total", labels) == 0
+
+
+_TRACKER_SCRIPT = """
+import sys
+from multiprocessing import get_context
+from multiprocessing.resource_tracker import _resource_tracker
+
+from prometheus_client import CollectorRegistry
+
+import proc_tasks
+from executor_exporter import ProcessPoolExecutor
+
+registry = CollectorRegistry()  # its collector keeps the pool's numbers: never scraped
+ctx = get_context(sys.argv[1])
+init = proc_tasks.init_fail if sys.argv[2] == "failing" else None
+pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=init, registry=registry)
+try:
+    pool.submit(proc_tasks.square, 3).result()
+except Exception:
+    pass  # the failing initializer broke the pool
+pool.shutdown(wait=True)
+del pool
+# What CPython's FailingInitializerResourcesTest does: stop the tracker now, while
+# the process lives on; it complains of every semaphore still registered.
+_resource_tracker._stop()
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+@pytest.mark.parametrize("initializer", ["none", "failing"])
+def test_a_pool_shut_down_leaves_no_semaphore_to_the_tracker(
+    method: str, initializer: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "tracker.py"
+    script.write_text(_TRACKER_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, str(script), method, initializer],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=Path(t.__file__).parent,
+    )
+    assert "leaked" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_broken_pool_never_shut_down_frees_its_slot_lock(method: str) -> None:
+    # CPython 3.14's test_failed_worker_replacement_breaks_pool: the pool breaks, the test
+    # keeps it and its manager thread (the stdlib's tracebacks do too, in cycles), and
+    # the resource tracker reports the slot lock leaked unless it is freed at the break.
+    pool = ProcessPoolExecutor(1, mp_context=mp.get_context(method), registry=CollectorRegistry())
+    name = pool._ee_boot.lock._semlock.name  # what the tracker would report
+    semaphore = Path("/dev/shm") / f"sem.{name.lstrip('/')}"
+    futures = [pool.submit(t.exit_now)] + [pool.submit(t.square, i) for i in range(3)]
+    manager = pool._executor_manager_thread
+    for future in futures:
+        with pytest.raises(cf.process.BrokenProcessPool):
+            future.result(timeout=60)
+    manager.join(timeout=60)
+    deadline = time.monotonic() + 10
+    while semaphore.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert semaphore.parent.is_dir() and not semaphore.exists()
+    stats = pool.stats()  # the numbers stay true without the lock
+    assert (stats.submitted, stats.queued, stats.running) == (4, 0, 0)
+    del pool
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_pool_dropped_unused_frees_its_slot_lock(method: str) -> None:
+    # CPython's test_max_tasks_per_child_defaults_to_spawn_context: made, never used, not
+    # shut down, dropped; the collector keeps the pool's state (its counters) afterwards.
+    registry = CollectorRegistry()
+    pool = ProcessPoolExecutor(1, mp_context=mp.get_context(method), registry=registry)
+    name = pool._ee_boot.lock._semlock.name
+    labels = {
+        "executor": pool.executor_id,
+        "executor_type": "concurrent.futures.process.ProcessPoolExecutor",
+    }
+    del pool
+    gc.collect()
+    assert not (Path("/dev/shm") / f"sem.{name.lstrip('/')}").exists()
+    # Still exported: the state outlives the pool, without the lock.
+    assert registry.get_sample_value("python_executor_submitted_tasks_total", labels) == 0
+
+
+def _manager_thread_outlives_shutdown(cls: type[Any]) -> bool:
+    with cls(1) as pool:
+        pool.submit(t.square, 2).result()
+        manager = weakref.ref(pool._executor_manager_thread)
+    gc.collect()
+    return manager() is not None
+
+
+def test_shutdown_lets_the_manager_thread_go_as_the_stdlib_does() -> None:
+    # The stdlib's manager thread holds a weak reference to the executor whose callback
+    # wakes the thread; kept after shutdown, that callback would fire when the executor
+    # dies (CPython's test_gh105829_should_not_deadlock_if_wakeup_pipe_full hangs then).
+    # Whether the stdlib frees the thread object at once depends on the build (the
+    # free-threaded 3.13 keeps it a while): ours must do as the stdlib does here.
+    stdlib = _manager_thread_outlives_shutdown(cf.ProcessPoolExecutor)
+    assert _manager_thread_outlives_shutdown(ProcessPoolExecutor) is stdlib

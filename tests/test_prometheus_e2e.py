@@ -26,13 +26,13 @@ import pytest
 
 import executor_exporter
 from executor_exporter import METRICS
+from helpers import require_binary
 from test_monitoring import (
     MONITORING,
     RULE_FILES,
     load_dashboard,
     panel_targets,
     recording_rule_names,
-    require_binary,
     rule_entries,
 )
 

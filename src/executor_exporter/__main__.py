@@ -1,4 +1,4 @@
-"""The command line: ``python -m executor_exporter {demo,table}`` (or ``executor-exporter``)."""
+"""The command line: ``executor-exporter {demo,top,table}``, or ``python -m executor_exporter``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from .metrics import markdown_table
 
 __all__ = ["build_parser", "main"]
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="executor-exporter",
         description="Prometheus metrics for concurrent.futures executors.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
         "demo",
@@ -59,6 +61,39 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between summary lines (default: %(default)s)",
     )
+    top = commands.add_parser(
+        "top",
+        help="a live terminal view of the pools behind /metrics URLs",
+        description="Show the pools of one or more /metrics endpoints, like htop: "
+        "utilization, queue, throughput, failures, wait and duration quantiles, oldest "
+        "queued and running ages. Keys: q quits, s sorts by the next column.",
+    )
+    top.add_argument(
+        "urls",
+        nargs="*",
+        metavar="URL",
+        help="endpoints to watch (default: the demo's http://127.0.0.1:9464/metrics)",
+    )
+    top.add_argument(
+        "--interval",
+        type=_positive,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between scrapes; rates are taken over it (default: %(default)s)",
+    )
+    top.add_argument(
+        "--once",
+        action="store_true",
+        help="print one frame from two scrapes --interval apart and exit (for scripts, "
+        "CI logs and bug reports); exit 1 if an endpoint cannot be read",
+    )
+    top.add_argument(
+        "--stuck",
+        type=_positive,
+        default=60.0,
+        metavar="SECONDS",
+        help="flag a pool STUCK when a task has run this long (default: %(default)s)",
+    )
     commands.add_parser(
         "table",
         help="print the metric table of the README (markdown)",
@@ -74,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "table":
         sys.stdout.write(markdown_table())
         return 0
+    if args.command == "top":
+        from .top import run_top
+
+        return run_top(args.urls, args.interval, args.once, args.stuck)
     if args.command == "demo":
         from .demo import run_demo
 

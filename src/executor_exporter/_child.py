@@ -27,6 +27,7 @@ from multiprocessing.util import Finalize
 from time import monotonic
 from typing import Any
 
+from . import _stdlib
 from ._layout import (
     ABANDONED,
     CHUNK_BASE,
@@ -71,7 +72,7 @@ class _Worker:
 _worker: _Worker | None = None
 
 
-class _CallItem(concurrent.futures.process._CallItem):
+class _CallItem(_stdlib.CallItem or object):  # type: ignore[misc]
     """The stdlib's call item, as the workers of our pools unpickle it.
 
     WorkerBoot installs it as ``concurrent.futures.process._CallItem`` in the worker,
@@ -80,6 +81,8 @@ class _CallItem(concurrent.futures.process._CallItem):
     argument, saves a second function reference in every call's pickle: ~6.5k
     instructions in the parent and ~5k in the workers per call, 2.6% of a tiny task's
     cost.  Call items of other pools (ones a task starts in this worker) are unchanged.
+    Where the internals are unknown (see ``_stdlib``) nothing is installed and calls
+    travel as ``partial(run_call, ...)``.
     """
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -96,17 +99,29 @@ class WorkerBoot:
     multiprocessing context, before any worker is started.
     """
 
-    __slots__ = ("capacity", "initargs", "initializer", "layout", "lock", "raw", "ring")
+    __slots__ = (
+        "capacity",
+        "initargs",
+        "initializer",
+        "layout",
+        "lock",
+        "patch_call_item",
+        "raw",
+        "ring",
+    )
 
     def __init__(
         self,
         initializer: Callable[..., object] | None,
         initargs: Any,
         layout: Layout,
+        *,
+        patch_call_item: bool,
     ) -> None:
         self.initializer = initializer
         self.initargs = initargs  # as given: the stdlib unpacks them only to call
         self.layout = layout
+        self.patch_call_item = patch_call_item
         self.capacity = 0
         self.ring = 0
         self.raw: Any = None
@@ -121,6 +136,7 @@ class WorkerBoot:
 
     def __call__(self) -> None:
         global _worker
+        _stdlib.forget_parent_wakeups()  # first: nothing else may hang this worker's exit
         layout = self.layout
         claimed = claim(self.raw, self.lock, layout, self.capacity)
         if claimed is None:  # pragma: no cover - capacity is twice the pool size
@@ -130,7 +146,8 @@ class WorkerBoot:
             # Runs at a normal exit (max_tasks_per_child, shutdown), not when killed.
             Finalize(None, release, (self.raw, self.lock, layout, index), exitpriority=10)
         start = self.capacity * layout.width
-        concurrent.futures.process._CallItem = _CallItem  # type: ignore[misc]
+        if self.patch_call_item:
+            concurrent.futures.process._CallItem = _CallItem  # type: ignore[misc]
         _worker = _Worker(slot, layout, doubles(self.raw)[start : start + self.ring])
         if self.initializer is not None:
             self.initializer(*self.initargs)  # raising breaks the pool, as in the stdlib

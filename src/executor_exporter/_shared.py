@@ -48,10 +48,12 @@ class SharedSlots:
         self.capacity = capacity
         self.ring_size = ring_size
         self.raw = ctx.RawArray("d", capacity * layout.width + ring_size)
-        # Guards slot claims.  Held here, by the state the collector keeps until every
-        # call is settled, not by the executor alone: under spawn a worker may still be
-        # starting (and open the lock by name) after the executor object is gone.
-        self.lock = ctx.Lock()
+        # Guards slot claims.  Under spawn a worker may still be starting (and open the
+        # lock by name) after the executor object is gone, so something that lives as
+        # long as the workers must hold it: the pool's manager thread once it runs (see
+        # process), the executor until then.  This object keeps it only where the
+        # manager thread cannot be found; None otherwise.
+        self.lock: Any = ctx.Lock()
         self._view = doubles(self.raw)
         self.ring = self._view[capacity * layout.width :]
 

@@ -236,15 +236,16 @@ class ExecutorState:
         with self.lock:
             pending = self.pending
             # list(dict) is one atomic copy; the dict changes under us meanwhile.
-            ended = [
-                c
-                for c in list(pending)
-                if not c.started and c.future is not None and c.future.done()
-            ]
-            for call in ended:
+            # A call drops its future when it starts: read the field once.  A done future
+            # whose call has not started never starts (the stdlib skips it).
+            ended = []
+            for call in list(pending):
+                future = call.future
+                if future is not None and not call.started and future.done():
+                    ended.append((call, future))
+            for call, future in ended:
                 if pending.pop(call, 0) is None:
-                    assert call.future is not None
-                    if call.future.cancelled():
+                    if future.cancelled():
                         self.cancelled += call.n
                     else:
                         self.abandoned += call.n

@@ -58,6 +58,11 @@ class ThreadTask:
         self.fn = None
         self.args = ()
         self.kwargs = {}
+        # The future will hold the exception, whose traceback holds this frame and the
+        # caller's (3.14's WorkerContext.run holds this task): drop both links, so that
+        # reference counting alone frees the lot and, through f_back, the worker thread.
+        self.future = None
+        del self
         # A task run inline inside another task (an executor that runs on the caller's
         # thread) must not hide the outer one's start.
         outer = not slot[RUN_START]
@@ -76,6 +81,7 @@ class ThreadTask:
             tb = exc.__traceback__
             if tb is not None and tb.tb_frame.f_code is _CALL_CODE:
                 exc.__traceback__ = tb.tb_next
+            del tb  # it refers to this frame: a cycle
             raise
         elapsed = monotonic() - t_start
         slot[layout.completed + bisect_left(layout.duration_bounds, elapsed)] += 1.0
@@ -113,6 +119,7 @@ def submit_task(
     # The task may have started (and left the pending set) before it was added.
     if task.started:
         pending.pop(task, None)
+        task.future = None  # as the task does once started (see ThreadTask.__call__)
     elif len(pending) > state.sweep_at:
         state.sweep()
     state.submitters.get()[SUBMITTED] += 1.0

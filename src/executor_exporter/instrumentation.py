@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import concurrent.futures.process
 import concurrent.futures.thread
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable
@@ -31,6 +32,17 @@ __all__ = ["instrument", "instrument_asyncio", "is_instrumented", "uninstrument"
 # The stdlib classes themselves: the bases of our drop-ins, whatever the modules hold now.
 _STDLIB_THREAD_POOL: type = ThreadPoolExecutor.__bases__[0]
 _STDLIB_PROCESS_POOL: type = ProcessPoolExecutor.__bases__[0]
+
+_STDLIB_INTERPRETER_POOL: type | None = None
+if sys.version_info >= (3, 14):  # pragma: py-gte-314
+    try:
+        import concurrent.futures.interpreter
+
+        from .interpreter import InterpreterPoolExecutor
+    except ImportError:  # a build without sub-interpreters
+        pass
+    else:
+        _STDLIB_INTERPRETER_POOL = InterpreterPoolExecutor.__bases__[0]
 
 _MISSING = object()  # an attribute the module did not hold (yet): concurrent.futures is lazy
 
@@ -63,8 +75,10 @@ class _StandIn(type):
         return super().__repr__()
 
 
-class _InstrumentedThreadPool(ThreadPoolExecutor, metaclass=_StandIn):
-    """Our drop-in ThreadPoolExecutor with the defaults that instrument() was given."""
+class _ThreadDefaults:
+    """The constructor of the stand-ins whose workers are threads (thread and, 3.14+,
+    interpreter pools, which take the same arguments): the defaults that instrument()
+    was given, and ``thread_name_prefix`` as the id when the code names its pool."""
 
     _ee_default_id: ClassVar[str] = ""
     _ee_registry: ClassVar[CollectorRegistry | None] = None
@@ -81,11 +95,12 @@ class _InstrumentedThreadPool(ThreadPoolExecutor, metaclass=_StandIn):
         registry: CollectorRegistry | None = None,
         wait_buckets: Iterable[float] | None = None,
         duration_buckets: Iterable[float] | None = None,
+        **ctxkwargs: Any,
     ) -> None:
         if executor_id is None and exporter_id is None:
             named = isinstance(thread_name_prefix, str) and thread_name_prefix
             executor_id = thread_name_prefix if named else self._ee_default_id
-        super().__init__(
+        super().__init__(  # type: ignore[call-arg]
             max_workers,
             thread_name_prefix,
             initializer,
@@ -95,7 +110,12 @@ class _InstrumentedThreadPool(ThreadPoolExecutor, metaclass=_StandIn):
             registry=self._ee_registry if registry is None else registry,
             wait_buckets=wait_buckets,
             duration_buckets=duration_buckets,
+            **ctxkwargs,
         )
+
+
+class _InstrumentedThreadPool(_ThreadDefaults, ThreadPoolExecutor, metaclass=_StandIn):
+    """Our drop-in ThreadPoolExecutor with the defaults that instrument() was given."""
 
 
 class _InstrumentedProcessPool(ProcessPoolExecutor, metaclass=_StandIn):
@@ -132,6 +152,14 @@ class _InstrumentedProcessPool(ProcessPoolExecutor, metaclass=_StandIn):
             wait_buckets=wait_buckets,
             duration_buckets=duration_buckets,
         )
+
+
+if sys.version_info >= (3, 14) and _STDLIB_INTERPRETER_POOL is not None:  # pragma: py-gte-314
+
+    class _InstrumentedInterpreterPool(
+        _ThreadDefaults, InterpreterPoolExecutor, metaclass=_StandIn
+    ):
+        """Our drop-in InterpreterPoolExecutor with the defaults that instrument() was given."""
 
 
 def _stand_in(
@@ -191,6 +219,8 @@ def instrument(
 
     Replaces ``ThreadPoolExecutor`` and ``ProcessPoolExecutor`` in the modules
     ``concurrent.futures``, ``concurrent.futures.thread`` and ``concurrent.futures.process``
+    (and on 3.14+ ``InterpreterPoolExecutor`` in ``concurrent.futures`` and
+    ``concurrent.futures.interpreter``, labelled like thread pools: ``thread_id``)
     with stand-ins: subclasses of :class:`executor_exporter.ThreadPoolExecutor` /
     :class:`executor_exporter.ProcessPoolExecutor` (themselves subclasses of the stdlib
     classes).  Code that reads the class after this call, by
@@ -256,12 +286,24 @@ def instrument(
         process = _stand_in(
             _InstrumentedProcessPool, _STDLIB_PROCESS_POOL, process_id or "", registry
         )
-        targets = (
+        targets: list[tuple[ModuleType, str, type]] = [
             (concurrent.futures.thread, "ThreadPoolExecutor", thread),
             (concurrent.futures.process, "ProcessPoolExecutor", process),
             (concurrent.futures, "ThreadPoolExecutor", thread),
             (concurrent.futures, "ProcessPoolExecutor", process),
-        )
+        ]
+        # The version test is for mypy: the module is absent from the stubs before 3.14.
+        if (
+            sys.version_info >= (3, 14)  # pragma: py-gte-314
+            and _STDLIB_INTERPRETER_POOL is not None
+        ):
+            interp = _stand_in(
+                _InstrumentedInterpreterPool, _STDLIB_INTERPRETER_POOL, thread_id or "", registry
+            )
+            targets += [
+                (concurrent.futures.interpreter, "InterpreterPoolExecutor", interp),
+                (concurrent.futures, "InterpreterPoolExecutor", interp),
+            ]
         # vars(): the package's lazy __getattr__ must not run (nor cache) to read them.
         saved = [(module, name, vars(module).get(name, _MISSING)) for module, name, _ in targets]
         for module, name, replacement in targets:

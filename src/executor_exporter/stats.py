@@ -21,6 +21,22 @@ class HistogramStats:
         """Number of observations."""
         return self.buckets[-1] if self.buckets else 0
 
+    def __str__(self) -> str:
+        if not self.count:
+            return "count 0"
+        return f"count {self.count}, mean {_seconds(self.sum / self.count)}"
+
+
+def _seconds(value: float) -> str:
+    """A duration as people read it: 950 us, 12.3 ms, 4.56 s."""
+    if value == 0:
+        return "0 s"
+    if value < 1e-3:
+        return f"{value * 1e6:.0f} us"
+    if value < 1:
+        return f"{value * 1e3:.1f} ms"
+    return f"{value:.2f} s"
+
 
 @dataclass(frozen=True)
 class ExecutorStats:
@@ -57,3 +73,25 @@ class ExecutorStats:
     def finished(self) -> int:
         """Tasks done after starting or failed without starting (not cancelled)."""
         return self.completed + self.failed
+
+    def __str__(self) -> str:
+        """Several lines for people (``print(pool.stats())``); ``repr()`` has every field."""
+        workers = "?" if self.workers is None else self.workers
+        most = "?" if self.workers_max is None else self.workers_max
+        return "\n".join(
+            [
+                f"executor {self.executor_id!r} ({self.executor_type})",
+                f"  tasks:    {self.submitted} submitted, {self.queued} queued, "
+                f"{self.running} running, {self.completed} completed, {self.failed} failed, "
+                f"{self.cancelled} cancelled",
+                f"  rejected: {self.rejected_shutdown} after shutdown, "
+                f"{self.rejected_broken} by a broken pool",
+                f"  workers:  {workers} alive of {most} allowed, "
+                f"{self.initialized_workers} initialized",
+                f"  busy:     {_seconds(self.busy_seconds)}; oldest queued "
+                f"{_seconds(self.oldest_queued_age)}, oldest running "
+                f"{_seconds(self.oldest_running_age)}",
+                f"  wait:     {self.wait}",
+                f"  duration: completed {self.completed_duration}; failed {self.failed_duration}",
+            ]
+        )

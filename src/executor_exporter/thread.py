@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from . import _stdlib
 from ._layout import INITIALIZED
 from ._slots import ThreadSlots
 from ._state import ExecutorState
@@ -46,7 +47,9 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
     Takes every argument of the stdlib class, positionally or by keyword, plus
     ``executor_id`` (alias ``exporter_id``), the ``executor`` label, and the keyword
     arguments of :class:`~executor_exporter.ExecutorExporter` (``registry``,
-    ``wait_buckets``, ``duration_buckets``).  Behaves exactly like the stdlib class.
+    ``wait_buckets``, ``duration_buckets``).  Behaves exactly like the stdlib class;
+    from 3.14 it passes any further keyword arguments on to ``prepare_context()``, as
+    the stdlib does.
     """
 
     def __init__(
@@ -61,10 +64,12 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         registry: CollectorRegistry | None = None,
         wait_buckets: Iterable[float] | None = None,
         duration_buckets: Iterable[float] | None = None,
+        **ctxkwargs: Any,
     ) -> None:
         name, layout = exporter_options(
             executor_id, exporter_id, registry, wait_buckets, duration_buckets
         )
+        _stdlib.check()  # the thread pool's path needs no internals, but say it once
         slots = ThreadSlots(layout.width)
         state = ExecutorState(
             name,
@@ -80,9 +85,10 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
             wrapped, initargs = _WorkerInitializer(slots, initializer, initargs), ()
         else:
             wrapped = initializer
-        super().__init__(max_workers, thread_name_prefix, wrapped, initargs)
+        # ctxkwargs: 3.14's arguments of prepare_context(); refused by the stdlib before.
+        super().__init__(max_workers, thread_name_prefix, wrapped, initargs, **ctxkwargs)
         self._ee_state = state
-        state.add_max_workers(self._max_workers)
+        state.add_max_workers(_stdlib.max_workers(self))
         self._ee_exporter = ExecutorExporter._for_state(self, state, registry)
 
     @property

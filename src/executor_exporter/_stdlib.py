@@ -1,0 +1,155 @@
+"""Every use of :mod:`concurrent.futures` internals, in one place.
+
+The drop-in pools subclass the stdlib classes and lean on a few private names to stay
+cheap.  Each one is listed here with the versions whose sources it was read in, so that a
+reader sees in one file what a new Python can break.  Checked against CPython 3.10.13,
+3.11.7, 3.12.1, 3.13.0, 3.13.5, 3.14.10 and 3.15.2.
+
+On an interpreter outside that list, or where one of the names below has moved,
+:data:`KNOWN` is false: the pools then take a path built on public API only (the one the
+proxy takes), behave exactly like the stdlib's, and :func:`check` warns once.  Tests
+force that path by setting :data:`KNOWN` to False before making a pool.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures.process as _process
+import multiprocessing
+import os
+import sys
+import threading
+import warnings
+from concurrent.futures import Future
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
+from typing import Any
+
+#: The minor versions whose internals were read (see each name below).
+CHECKED_VERSIONS = ((3, 10), (3, 11), (3, 12), (3, 13), (3, 14), (3, 15))
+
+# -- process.py ---------------------------------------------------------------------------
+
+#: ``_CallItem(work_id, fn, args, kwargs)`` (3.10-3.15): what the parent's manager thread
+#: pickles onto the call queue, unpickled in the worker by this module-level name, with
+#: its fields in ``__dict__``.  Our workers install a subclass under that name (see
+#: ``_child._CallItem``) to turn our call tuples into recorded calls.
+CallItem: Any = getattr(_process, "_CallItem", None)
+
+#: ``_process_chunk(fn, chunk)`` (3.10-3.15): ``ProcessPoolExecutor.map`` submits
+#: ``partial(_process_chunk, fn)`` with one argument, the chunk: a tuple of argument
+#: tuples (``_get_chunks`` before 3.14, ``itertools.batched`` from 3.14).  Our ``submit``
+#: recognises it and sends the chunk as a recorded chunk instead.
+process_chunk: Any = getattr(_process, "_process_chunk", None)
+
+#: ``_threads_wakeups`` (3.9-3.15): a WeakKeyDictionary, every live manager thread of
+#: this process to its ``_ThreadWakeup``, which ``_python_exit`` wakes at interpreter exit
+#: (the workers' exit too: ``multiprocessing`` runs ``threading._shutdown`` there).
+#: ``wakeup()`` takes the wakeup's lock (3.12+), so a worker forked while a thread of the
+#: parent held one inherits it locked and hangs at its own exit; see forget_parent_wakeups.
+_threads_wakeups: Any = getattr(_process, "_threads_wakeups", None)
+
+
+def forget_parent_wakeups() -> None:
+    """In a new worker: drop the wakeups of the parent's pools, inherited under fork.
+
+    Their manager threads do not exist in the child, so waking them there is useless,
+    and it can hang the worker at exit for ever (a wakeup lock held by another thread of
+    the parent when it forked: the stdlib's own pools do that).  The worker's own pools,
+    should a task start one, register afterwards and are woken as usual.
+    """
+    if _threads_wakeups is not None:
+        _threads_wakeups.clear()
+
+
+# -- _base.py: Future ---------------------------------------------------------------------
+
+#: The states in which a future has run, or is running, its done callbacks (3.10-3.15).
+#: ``_state``, ``_exception`` and ``_done_callbacks`` (a list) are read or appended to
+#: without the future's lock on the process submit path (see ``process._ProcessState``).
+SETTLED_STATES = (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED)
+FINISHED_STATE = FINISHED
+
+# -- thread.py (3.14-3.15) ------------------------------------------------------------------
+# ``ThreadPoolExecutor.prepare_context(initializer, initargs)``, a public name though not in
+# the docs: the classmethod the constructor calls for ``(create_context, resolve_task)``;
+# ``InterpreterPoolExecutor`` is built on it, and so is ours (see ``interpreter``).  Not a
+# private name, so it is not part of KNOWN.
+
+# -- executor attributes --------------------------------------------------------------------
+# ``_max_workers`` (thread and process pools, 3.10-3.15) and ``_mp_context`` (process
+# pools, 3.10-3.15) are read once, after the stdlib constructor has chosen them.
+# ``_executor_manager_thread`` (process pools, 3.9-3.15): started with the first worker,
+# it joins every worker before it ends; ``shutdown()`` sets it to None.
+
+
+def has_manager_thread(pool: object) -> bool:
+    """Whether ``manager_thread()`` can find this process pool's manager thread."""
+    return hasattr(pool, "_executor_manager_thread")
+
+
+def manager_thread(pool: object) -> threading.Thread | None:
+    """The process pool's manager thread, None before the first submit or after shutdown."""
+    thread = getattr(pool, "_executor_manager_thread", None)
+    return thread if isinstance(thread, threading.Thread) else None
+
+
+def _layout_is_known() -> bool:
+    if sys.version_info[:2] not in CHECKED_VERSIONS:
+        return False
+    if CallItem is None or process_chunk is None:
+        return False
+    future: Future[None] = Future()
+    fields = ("_state", "_exception", "_done_callbacks")
+    if not all(hasattr(future, name) for name in fields):
+        return False
+    return isinstance(future._done_callbacks, list)  # type: ignore[attr-defined]
+
+
+#: Whether this interpreter's internals are the ones listed above.
+KNOWN = _layout_is_known()
+
+_warned = False
+_warn_lock = threading.Lock()
+
+
+def check() -> bool:
+    """Return :data:`KNOWN`; warn once (a ``RuntimeWarning``) when it is false."""
+    global _warned
+    if KNOWN:
+        return True
+    with _warn_lock:
+        if not _warned:
+            _warned = True
+            version = ".".join(map(str, sys.version_info[:3]))
+            warnings.warn(
+                f"executor_exporter does not know the concurrent.futures internals of "
+                f"Python {version}; its pools use public API only (slower process pools; "
+                "the numbers stay true)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return False
+
+
+def max_workers(pool: object) -> int:
+    """The pool size the stdlib constructor settled on."""
+    value = getattr(pool, "_max_workers", None)
+    if isinstance(value, int):
+        return value
+    # The stdlib's default, for a layout that moved the attribute.
+    cpus = getattr(os, "process_cpu_count", os.cpu_count)() or 1
+    if isinstance(pool, _process.ProcessPoolExecutor):
+        return cpus
+    return min(32, cpus + 4)
+
+
+def mp_context(pool: object, given: Any, max_tasks_per_child: int | None) -> Any:
+    """The multiprocessing context the stdlib constructor picked for ``pool``."""
+    ctx = getattr(pool, "_mp_context", None)
+    if ctx is not None:
+        return ctx
+    if given is not None:
+        return given
+    # What the stdlib picks (3.11-3.15): spawn when workers are replaced, else the default.
+    if max_tasks_per_child is not None:
+        return multiprocessing.get_context("spawn")
+    return multiprocessing.get_context()
