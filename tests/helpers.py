@@ -193,6 +193,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
+def settle(pool: Any, timeout: float = 20.0, **expected: int) -> ExecutorStats:
+    """Read ``pool.stats()`` until it shows ``expected`` (a process pool's results reach
+    the parent a little later); after ``timeout`` seconds, the last reading, so that the
+    caller's assertion shows what differs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s: ExecutorStats = pool.stats()
+        if all(getattr(s, k) == v for k, v in expected.items()) or time.monotonic() > deadline:
+            return s
+        time.sleep(0.01)
+
+
 def tb_frames(tb: TracebackType | None) -> list[tuple[str, str, int]]:
     """(file, function, line) of every frame of a traceback, outermost first."""
     out = []

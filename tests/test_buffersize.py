@@ -16,7 +16,6 @@ import gc
 import math
 import multiprocessing as mp
 import sys
-import time
 import weakref
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -37,7 +36,14 @@ from executor_exporter import (
     _stdlib,
 )
 from executor_exporter import process as process_module
-from helpers import THREAD_TYPE, assert_exported_invariants, assert_invariants, exported
+from helpers import (
+    THREAD_TYPE,
+    assert_exported_invariants,
+    assert_invariants,
+    exported,
+    settle,
+    wait_until,
+)
 
 HAS_BUFFERSIZE = sys.version_info >= (3, 14)
 needs_314 = pytest.mark.skipif(
@@ -156,25 +162,6 @@ def map_outcome(results: Iterable[Any]) -> Outcome:
     except Exception as exc:
         return (values, type(exc), str(exc))
     return (values, None)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
-
-
-def settle(pool: Ours, timeout: float = 10.0, **expected: int) -> ExecutorStats:
-    """Stats once they show ``expected`` (a process pool's numbers arrive a bit later)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        s = pool.stats()
-        if all(getattr(s, k) == v for k, v in expected.items()):
-            return s
-        if time.monotonic() > deadline:
-            return s  # the caller's assertion shows what differs
-        time.sleep(0.01)
 
 
 def check_quiescent(
@@ -316,14 +303,14 @@ def test_buffered_map_closed_early_cancels_what_was_submitted_ahead(
             buffersize=buffersize,
         )
         assert [next(it), next(it)] == [0, 1]
-        wait_for(lambda: 2 in pt.started_items(str(folder)))
+        wait_until(lambda: 2 in pt.started_items(str(folder)), TIMEOUT)
         if how == "close":
             it.close()
         else:
             del it  # the generator is finalized at once: it cancels in its finally
         cancelled = rec.cancelled_items()
         pt.release(str(folder))
-        wait_for(rec.all_done)
+        wait_until(rec.all_done, TIMEOUT)
         pool.shutdown(wait=True)
         ran = pt.started_items(str(folder))
         # What never ran is exactly what was cancelled.
@@ -361,7 +348,7 @@ def test_buffered_map_item_raises_like_stdlib(kind: Kind, chunksize: int) -> Non
         rec = Recorder(pool)
         with pool:
             got = map_outcome(pool.map(t.raise_at, range(10), chunksize=chunksize, buffersize=2))
-            wait_for(rec.all_done)
+            wait_until(rec.all_done, TIMEOUT)
         return got, rec
 
     expected, _ = scenario(kind.std(2))
@@ -400,7 +387,7 @@ def test_buffered_map_timeout_like_stdlib(kind: Kind) -> None:
             rec = Recorder(pool)
             items = [0.0, 1.0, 0.0]
             got = map_outcome(pool.map(t.sleep_return, items, timeout=0.5, buffersize=1))
-            wait_for(rec.all_done)
+            wait_until(rec.all_done, TIMEOUT)
         return got, rec
 
     expected, _ = scenario(kind.std(1))

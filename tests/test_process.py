@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 import proc_tasks as t
 from executor_exporter import ExecutorStats, ProcessPoolExecutor
+from helpers import settle
 
 METHODS = ["fork", "spawn", "forkserver"]
 
@@ -28,16 +29,6 @@ def check_invariants(s: ExecutorStats) -> None:
     assert s.submitted == s.queued + s.running + s.completed + s.failed + s.cancelled, s
     assert min(s.queued, s.running, s.completed, s.failed, s.cancelled) >= 0, s
     assert s.wait.sum >= 0 and s.completed_duration.sum >= 0 and s.failed_duration.sum >= 0
-
-
-def settle(pool: ProcessPoolExecutor, **expected: int) -> ExecutorStats:
-    """Read stats until they show ``expected`` (results reach the parent asynchronously)."""
-    deadline = time.monotonic() + 20
-    while True:
-        s = pool.stats()
-        if all(getattr(s, k) == v for k, v in expected.items()) or time.monotonic() > deadline:
-            return s
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import proc_tasks as t
 import py314_tasks as pt
 from executor_exporter import ExecutorStats, ProcessPoolExecutor
-from helpers import assert_invariants
+from helpers import assert_invariants, wait_until
 
 HAS_FORCE_SHUTDOWN = sys.version_info >= (3, 14)
 needs_314 = pytest.mark.skipif(
@@ -91,16 +91,9 @@ def folder(tmp_path: Path) -> Iterator[Path]:
             pt.release(str(sub))
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
-
-
 def wait_done(futures: list[cf.Future[Any]], timeout: float = TIMEOUT) -> None:
     """Poll ``done()`` (``cf.wait`` never sees a future the forced shutdown cancelled)."""
-    wait_for(lambda: all(f.done() for f in futures), timeout)
+    wait_until(lambda: all(f.done() for f in futures), timeout)
 
 
 def future_outcome(future: cf.Future[Any]) -> Outcome:
@@ -272,7 +265,7 @@ def check_final(
         s.rejected_shutdown,
         s.rejected_broken,
     )
-    wait_for(lambda: not mp.active_children(), SETTLE)
+    wait_until(lambda: not mp.active_children(), SETTLE)
     return s
 
 
@@ -299,10 +292,10 @@ def test_force_shutdown_with_calls_running_and_queued(
     ) -> tuple[list[Outcome], list[Outcome], Any, set[int]]:
         where.mkdir()
         fs = [pool.submit(pt.mark_then_wait, i, str(where)) for i in range(n)]
-        wait_for(lambda: pt.started_items(str(where)) >= {0, 1})
+        wait_until(lambda: pt.started_items(str(where)) >= {0, 1}, TIMEOUT)
         if ours:
             assert isinstance(pool, ProcessPoolExecutor)
-            wait_for(lambda: pool.stats().running == 2, SETTLE)
+            wait_until(lambda: pool.stats().running == 2, SETTLE)
             s = pool.stats()
             assert (s.submitted, s.running, s.queued) == (n, 2, n - 2), s
         returned = getattr(pool, op)()
@@ -353,10 +346,10 @@ def test_force_shutdown_during_a_buffered_chunked_map(
         where.mkdir()
         rec = Recorder(pool)
         it = pool.map(pt.mark_then_wait, range(9), [str(where)] * 9, chunksize=3, buffersize=2)
-        wait_for(lambda: 0 in pt.started_items(str(where)))
+        wait_until(lambda: 0 in pt.started_items(str(where)), TIMEOUT)
         if ours:
             assert isinstance(pool, ProcessPoolExecutor)
-            wait_for(lambda: pool.stats().running == 1, SETTLE)
+            wait_until(lambda: pool.stats().running == 1, SETTLE)
             s = pool.stats()
             assert (s.submitted, s.running, s.queued) == (6, 1, 5), s
         getattr(pool, op)()
@@ -401,7 +394,7 @@ def test_force_shutdown_of_an_idle_pool(
         results = [pool.submit(t.square, i).result(timeout=TIMEOUT) for i in range(4)]
         results += list(pool.map(t.square, range(4), chunksize=2, buffersize=1))
         returned = getattr(pool, op)()
-        wait_for(lambda: not mp.active_children())
+        wait_until(lambda: not mp.active_children(), TIMEOUT)
         later = later_outcomes(pool)
         pool.shutdown(wait=True)
         return results, returned, later
@@ -448,10 +441,10 @@ def test_force_shutdown_called_twice(
     ) -> tuple[list[Outcome], list[Outcome], tuple[Any, Any]]:
         where.mkdir()
         fs = [pool.submit(pt.mark_then_wait, i, str(where)) for i in range(n)]
-        wait_for(lambda: 0 in pt.started_items(str(where)))
+        wait_until(lambda: 0 in pt.started_items(str(where)), TIMEOUT)
         if ours:
             assert isinstance(pool, ProcessPoolExecutor)
-            wait_for(lambda: pool.stats().running == 1, SETTLE)
+            wait_until(lambda: pool.stats().running == 1, SETTLE)
         returned = getattr(pool, first)()
         again = getattr(pool, second)()
         wait_done(fs)
