@@ -78,7 +78,7 @@ conformance: install ## run the conformance checks (scripts/conformance.py)
 conformance-compare: install ## the conformance run with the stdlib classes' run beside it
 	$(VENV_PY) scripts/conformance.py --all --compare
 
-# --- Python 3.14, 3.15 and free-threaded (as root; not yet in CI, see issue 21) --------
+# --- Python 3.14, 3.15 (as root; CI runs them too) and free-threaded (not in CI yet) ---
 # The chroot has no /dev/pts (the host's /dev is never mounted there): top's terminal
 # tests run on the host's Pythons only.
 SID_PYTHONS := 3.14 3.15

@@ -139,7 +139,7 @@ inside() {
     local rc=0
     chroot "$root" /usr/bin/env -i \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" CI="${CI:-}" \
+        HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" CI="${CI:-}" EXECUTOR_EXPORTER_CHROOT=sid \
         PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off \
         /bin/sh -c 'cd /src && exec "$@"' sh "$@" || rc=$?
     return $rc

@@ -11,7 +11,7 @@ Around each test (``EnvironmentCheck``):
   ``threading_cleanup``), for the classes that are not on ``BaseTestCase``;
 * child processes started by the test and still alive after it (a grace period), the
   forkserver and the resource tracker left aside (they live until the module cleanup);
-* ``gc.garbage``.
+* ``gc.garbage``, after a full collection (``support.gc_collect()``, as regrtest).
 
 Set outside any test (class and module fixtures, module cleanups), the flag is reported
 against those fixtures.
@@ -103,6 +103,11 @@ class EnvironmentCheck:
 
     def after(self) -> str | None:
         """Why the test changed the environment, or None."""
+        # A pool that only a reference cycle keeps alive (a future's exception whose
+        # traceback holds the test's frame, say) is garbage, not a leak: collect it, as
+        # regrtest does around each test module, so that its semaphores are unregistered
+        # before the resource tracker is asked what is left.
+        self.support.gc_collect()
         self.support.reap_children()  # as regrtest does after each test module
         reasons = self._flag_reasons()
         if not any("Dangling thread" in r for r in reasons):

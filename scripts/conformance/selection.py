@@ -52,15 +52,7 @@ class Exclusion:
 #: stdlib classes and keep their private attributes (``_threads``, ``_work_queue``,
 #: ``_processes``, ``_call_queue``, ``_broken``, ``_max_workers``...), so the tests that
 #: read them do apply and are run.
-EXCLUDED: list[Exclusion] = [
-    Exclusion(
-        "test_shutdown.ProcessPoolForkserverProcessPoolShutdownTest.test_shutdown_gh_132969_case_*",
-        "the stdlib's pool leaks 6 semaphores here too (max_tasks_per_child=1, a failing "
-        "task, then shutdown(wait=False) under forkserver): the resource tracker reports "
-        "them at the module's cleanup; ours leaks the same 6, none of them its own",
-        versions=("3.14", "3.15"),
-    ),
-]
+EXCLUDED: list[Exclusion] = []
 
 
 def test_id(test: unittest.TestCase) -> str:
