@@ -108,9 +108,14 @@ test-ft: ## the whole suite on a free-threaded 3.13 built from source, PYTHON_GI
 
 # pytest exits 5 when it collected no test (e.g. an -m/-k filter matched nothing);
 # that is reported loudly but is not an error.
+# Coverage data of each process goes to .coverage.<host>.<pid>.<n> (parallel = true);
+# pytest-cov combines and deletes them.  One left by a worker killed while writing it is
+# not a data file: removed before and after a run, so no run reads another's.
 define run_pytest
 	@echo "$(VENV_PY) -m pytest $(PYTEST_COV) $(1) $(PYTEST_ARGS)"
+	@rm -f .coverage.*
 	@rc=0; $(VENV_PY) -m pytest $(PYTEST_COV) $(1) $(PYTEST_ARGS) || rc=$$?; \
+	rm -f .coverage.*; \
 	if [ $$rc -eq 5 ]; then \
 		echo "WARNING: pytest collected no tests (exit code 5); treated as success."; \
 		exit 0; \

@@ -11,6 +11,7 @@ time, tick-granular child times) it is not much steadier than wall time.
     python benchmarks/bench.py            # all scenarios
     python benchmarks/bench.py --quick    # fewer tasks and rounds, a smoke run
     python benchmarks/bench.py --json out.json
+    EXECUTOR_EXPORTER_FALLBACK=1 python benchmarks/bench.py   # the public-API path
 
 Targets (from the issues): thread pool <= 1.25x; process submit <= 1.10x; process
 chunked map <= 1.5x; a scrape of 100 executors < 10 ms.  This script reports what it
@@ -195,8 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     registry = CollectorRegistry()
-    results: dict[str, Any] = {"python": sys.version.split()[0], "rounds": rounds, "scenarios": {}}
-    print(f"Python {results['python']}, {rounds} rounds of best-of-{args.repeats}, interleaved")
+    # Which path our pools take: the internals, or public API only (an unknown
+    # interpreter, or EXECUTOR_EXPORTER_FALLBACK=1); see executor_exporter._stdlib.
+    path = "internals" if ee._stdlib.check() else "public API only"
+    results: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "path": path,
+        "rounds": rounds,
+        "scenarios": {},
+    }
+    print(
+        f"Python {results['python']}, our pools' path: {path}; "
+        f"{rounds} rounds of best-of-{args.repeats}, interleaved"
+    )
     for name, make_std, make_ee, work, target in _scenarios(args.quick, registry):
         if args.only not in name:
             continue

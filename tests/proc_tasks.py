@@ -102,3 +102,11 @@ def squares_in_nested_pools(x: int) -> tuple[int, int, int]:
     ):
         a, b = std.submit(square, x).result(), ours.submit(square, x).result()
     return a, b, ours.stats().completed
+
+
+def call_item_class() -> str:
+    """Which ``_CallItem`` this worker unpickles call items with (module.qualname)."""
+    import concurrent.futures.process as process
+
+    cls = process._CallItem
+    return f"{cls.__module__}.{cls.__qualname__}"

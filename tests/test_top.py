@@ -311,6 +311,14 @@ def test_once_against_a_closed_port_is_one_line_and_exit_1() -> None:
     assert result.stderr.startswith(f"executor-exporter top: {url}: ")
 
 
+@pytest.mark.parametrize("url", ["localhost", "http://[::1/metrics"])
+def test_once_with_a_malformed_url_is_one_line_and_exit_1(url: str) -> None:
+    result = subprocess.run([*CLI, "top", "--once", url], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"executor-exporter top: {url}: ")
+
+
 def test_once_against_something_else_is_one_line_and_exit_1() -> None:
     server = _Server(b"<html><body>not metrics</body></html>")
     try:

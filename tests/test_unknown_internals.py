@@ -1,9 +1,10 @@
 """The public-API path: what the pools do on a Python whose internals we do not know.
 
-``executor_exporter._stdlib.KNOWN`` is forced to False here, on every version the suite
-runs on, as it would be on tomorrow's 3.16 or on a patch release that moved a private
-name.  The pools must then still behave like the stdlib's, warn once, and keep every
-number true.
+Each behaviour test takes that path both ways it is reached, on every version the suite
+runs on: with ``executor_exporter._stdlib.KNOWN`` forced to False, as it would be on
+tomorrow's 3.16 or on a patch release that moved a private name, and with the user's
+``EXECUTOR_EXPORTER_FALLBACK=1``.  The pools must then still behave like the stdlib's,
+warn once (on an unknown layout only), and keep every number true.
 """
 
 from __future__ import annotations
@@ -28,9 +29,18 @@ TIMEOUT = 30.0
 
 
 @pytest.fixture(autouse=True)
-def unknown(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_stdlib, "KNOWN", False)
-    monkeypatch.setattr(_stdlib, "_warned", True)  # the warning has its own test
+def no_fallback_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(_stdlib.FALLBACK_ENV, raising=False)
+
+
+@pytest.fixture(params=["unknown-layout", "env-forced"])
+def public_api(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The public-API path, as an unknown interpreter or the user's variable reaches it."""
+    if request.param == "unknown-layout":
+        monkeypatch.setattr(_stdlib, "KNOWN", False)
+        monkeypatch.setattr(_stdlib, "_warned", True)  # the warning has its own test
+    else:
+        monkeypatch.setenv(_stdlib.FALLBACK_ENV, "1")
 
 
 @pytest.fixture(params=METHODS)
@@ -50,6 +60,7 @@ def settled(pool: Any, **expected: int) -> Any:
 def test_warns_once_naming_the_version(
     monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry
 ) -> None:
+    monkeypatch.setattr(_stdlib, "KNOWN", False)
     monkeypatch.setattr(_stdlib, "_warned", False)
     version = ".".join(map(str, sys.version_info[:3]))
     with pytest.warns(RuntimeWarning, match=f"Python {version}") as record:
@@ -108,6 +119,7 @@ def test_pool_settings_when_the_attributes_moved() -> None:
     assert _stdlib.mp_context(bare_process, None, None) is mp.get_context()
 
 
+@pytest.mark.usefixtures("public_api")
 def test_thread_pool(registry: CollectorRegistry) -> None:
     with ThreadPoolExecutor(2, registry=registry) as pool:
         assert pool.submit(pow, 2, 5).result() == 32
@@ -119,6 +131,7 @@ def test_thread_pool(registry: CollectorRegistry) -> None:
     assert_invariants(s)
 
 
+@pytest.mark.usefixtures("public_api")
 def test_process_pool_submit_and_map(
     ctx: mp.context.BaseContext, registry: CollectorRegistry
 ) -> None:
@@ -151,6 +164,7 @@ def _yielded(pool: cf.Executor, chunksize: int) -> tuple[list[int], str]:
 
 
 @pytest.mark.parametrize("chunksize", [1, 3, 4])
+@pytest.mark.usefixtures("public_api")
 def test_process_map_yields_what_the_stdlib_yields(
     chunksize: int, registry: CollectorRegistry
 ) -> None:
@@ -170,6 +184,7 @@ def test_process_map_yields_what_the_stdlib_yields(
     assert_invariants(s, never_started=s.failed - 1)
 
 
+@pytest.mark.usefixtures("public_api")
 def test_process_pool_faults(registry: CollectorRegistry) -> None:
     pool = ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), registry=registry)
     with pytest.raises(Exception, match="local object"):
@@ -188,6 +203,7 @@ def test_process_pool_faults(registry: CollectorRegistry) -> None:
     assert_invariants(s, never_started=1)  # the call whose argument did not pickle
 
 
+@pytest.mark.usefixtures("public_api")
 def test_process_pool_cancel(registry: CollectorRegistry, tmp_path: Any) -> None:
     release = tmp_path / "release"
     pool = ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), registry=registry)
@@ -201,3 +217,65 @@ def test_process_pool_cancel(registry: CollectorRegistry, tmp_path: Any) -> None
     s = settled(pool, queued=0, running=0, cancelled=cancelled)
     assert s.completed + s.cancelled == 6
     assert_invariants(s)
+
+
+# -- EXECUTOR_EXPORTER_FALLBACK -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "known"),
+    [("1", False), (" TRUE ", False), ("on", False), ("0", True), ("", True), ("no", True)],
+)
+def test_the_variable_chooses_the_path(
+    monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry, value: str, known: bool
+) -> None:
+    # Read when a pool is made, not at import: a pool made later follows a new value.
+    monkeypatch.setenv(_stdlib.FALLBACK_ENV, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a chosen fallback says nothing
+        pool = ProcessPoolExecutor(1, registry=registry)
+        pool.shutdown()
+    assert pool._ee_known is known
+
+
+@pytest.mark.parametrize("value", ["2", "maybe", "fallback"])
+def test_a_value_that_is_neither_yes_nor_no_is_refused(
+    monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry, value: str
+) -> None:
+    monkeypatch.setenv(_stdlib.FALLBACK_ENV, value)
+    for make in (ThreadPoolExecutor, ProcessPoolExecutor):
+        with pytest.raises(ValueError, match=f"EXECUTOR_EXPORTER_FALLBACK='{value}'.*set it to 1"):
+            make(1, registry=registry)
+
+
+@pytest.mark.parametrize(
+    ("value", "module"), [("1", "concurrent.futures.process"), ("0", "executor_exporter._child")]
+)
+def test_the_workers_follow_their_parent(
+    ctx: mp.context.BaseContext,
+    monkeypatch: pytest.MonkeyPatch,
+    registry: CollectorRegistry,
+    value: str,
+    module: str,
+) -> None:
+    """The workers' side of the fast path (our ``_CallItem``) is installed only when the
+    parent takes it; a forkserver started before the variable was set does not matter."""
+    monkeypatch.setenv(_stdlib.FALLBACK_ENV, value)
+    with ProcessPoolExecutor(1, mp_context=ctx, registry=registry) as pool:
+        assert pool.submit(t.call_item_class).result(TIMEOUT) == f"{module}._CallItem"
+        assert pool.submit(t.square, 4).result(TIMEOUT) == 16
+    s = settled(pool, completed=2)
+    assert s.submitted == 2
+    assert_invariants(s)
+
+
+def test_the_documented_filter_silences_the_warning(
+    monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry
+) -> None:
+    # The README's line, as `python -W` and PYTHONWARNINGS take it.
+    monkeypatch.setattr(_stdlib, "KNOWN", False)
+    monkeypatch.setattr(_stdlib, "_warned", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings._setoption("ignore:executor_exporter does not know:RuntimeWarning")  # type: ignore[attr-defined]
+        ThreadPoolExecutor(1, registry=registry).shutdown()

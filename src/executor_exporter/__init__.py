@@ -6,6 +6,11 @@ are drop-in replacements of the stdlib classes; ``ExecutorExporter`` with
 scraped, by one collector per registry.
 Under gunicorn and other pre-fork servers, :mod:`executor_exporter.multiprocess` writes
 them where prometheus_client's ``MultiProcessCollector`` reads (``PROMETHEUS_MULTIPROC_DIR``).
+
+On a Python whose ``concurrent.futures`` internals it does not recognise, the pools take
+a path built on public API only (same behaviour, same metrics) and warn once;
+``EXECUTOR_EXPORTER_FALLBACK=1`` in the environment chooses that path for the pools made
+while it is set.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ reader sees in one file what a new Python can break.  Checked against CPython 3.
 
 On an interpreter outside that list, or where one of the names below has moved,
 :data:`KNOWN` is false: the pools then take a path built on public API only (the one the
-proxy takes), behave exactly like the stdlib's, and :func:`check` warns once.  Tests
-force that path by setting :data:`KNOWN` to False before making a pool.
+proxy takes), behave exactly like the stdlib's, and :func:`check` warns once.  Users force
+that path with ``EXECUTOR_EXPORTER_FALLBACK=1`` (:data:`FALLBACK_ENV`); tests also set
+:data:`KNOWN` to False, as on an unknown interpreter.
 """
 
 from __future__ import annotations
@@ -111,9 +112,36 @@ _warned = False
 _warn_lock = threading.Lock()
 
 
+#: The environment variable that forces the public-API path for the pools made while it
+#: is set: ``1`` (or ``true``, ``yes``, ``on``).  Read by each pool's constructor in the
+#: process that makes the pool; a process pool's workers follow their parent's choice,
+#: whatever their own environment says (a forkserver started earlier keeps its own).
+FALLBACK_ENV = "EXECUTOR_EXPORTER_FALLBACK"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def fallback_forced() -> bool:
+    """Whether :data:`FALLBACK_ENV` asks for the public-API path; a clear error if it is
+    set to something that is neither yes nor no (a typo should not go unnoticed)."""
+    value = os.environ.get(FALLBACK_ENV, "").strip().lower()
+    if value in _FALSE:
+        return False
+    if value in _TRUE:
+        return True
+    raise ValueError(
+        f"{FALLBACK_ENV}={os.environ[FALLBACK_ENV]!r}: set it to 1 to force the public-API "
+        "path, or to 0 (or leave it unset) for the default"
+    )
+
+
 def check() -> bool:
-    """Return :data:`KNOWN`; warn once (a ``RuntimeWarning``) when it is false."""
+    """Whether a pool made now may use the internals: :data:`KNOWN`, unless
+    :data:`FALLBACK_ENV` forces the public-API path.  Warns once (a ``RuntimeWarning``)
+    when the internals are unknown; a forced fallback is a choice, and says nothing."""
     global _warned
+    if fallback_forced():
+        return False
     if KNOWN:
         return True
     with _warn_lock:

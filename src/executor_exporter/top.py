@@ -113,8 +113,9 @@ def parse(text: str, at: float = 0.0) -> Scrape:
 
 def scrape(url: str, timeout: float = 5.0) -> Scrape:
     """Fetch and parse one endpoint; raise ScrapeError with one readable line."""
-    request = urllib.request.Request(url, headers={"Accept": "text/plain; version=0.0.4"})
     try:
+        # Inside the try: Request() itself refuses a malformed URL with a ValueError.
+        request = urllib.request.Request(url, headers={"Accept": "text/plain; version=0.0.4"})
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
