@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .loading import MIXINS, PROCESS_KINDS, LoadedTests
-from .sources import MODULE, PY_VERSION
+from .sources import MODULE
 
 KINDS = tuple(MIXINS)
 
@@ -42,23 +42,20 @@ def _feeder_error_takes_shutdown_lock() -> bool:
 class Exclusion:
     """A test that cannot pass for a named reason that is not a library bug.
 
-    ``pattern`` is an fnmatch pattern on the test id; ``versions`` limits it to those
-    minor versions (all when empty).  ``both`` says it fails with the stdlib classes too
-    (environment or test-suite issue), so it is excluded from the baseline run as well.
+    ``pattern`` is an fnmatch pattern on the test id.  ``present`` says whether the reason
+    holds on this interpreter, read off the interpreter itself where it can be (a bug fixed
+    in a patch release: a minor version says too little).  ``both`` says it fails with the
+    stdlib classes too (environment or test-suite issue), so it is excluded from the
+    baseline run as well.
     """
 
     pattern: str
     reason: str
-    versions: tuple[str, ...] = ()
-    both: bool = True
-    #: Whether the reason holds on this interpreter, where that is read off the
-    #: interpreter itself (a bug fixed in a patch release: a minor version says too little).
     present: bool = True
+    both: bool = True
 
     def applies(self, test_id: str, stdlib: bool) -> bool:
         if not self.present:
-            return False
-        if self.versions and PY_VERSION not in self.versions:
             return False
         if stdlib and not self.both:
             return False
