@@ -32,7 +32,8 @@ PYTEST_COV := --cov=executor_exporter --cov-branch --cov-report=term-missing \
 	--cov-fail-under=$(COV_MIN)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format typecheck bench instructions conformance \
+.PHONY: help install demo test test-fast lint format typecheck bench instructions scrape-cost \
+	conformance \
 	conformance-compare test-sid conformance-sid test-ft \
 	docs docs-check clean distclean
 
@@ -71,6 +72,12 @@ bench: install ## run the overhead benchmark (BENCH_ARGS=--quick for a smoke run
 
 instructions: install ## count instructions per task against the stdlib (needs valgrind)
 	$(VENV_PY) benchmarks/instructions.py $(BENCH_ARGS)
+
+SCRAPE_JSON ?= benchmarks/results/scrape-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])').json
+
+scrape-cost: install ## scrape cost vs executors and tasks run, plotted to docs/scrape-cost.png (needs matplotlib)
+	$(VENV_PY) benchmarks/scrape.py --json $(SCRAPE_JSON) $(BENCH_ARGS)
+	$(VENV_PY) scripts/plot_scrape.py $(SCRAPE_JSON)
 
 conformance: install ## run the conformance checks (scripts/conformance.py)
 	$(VENV_PY) scripts/conformance.py $(CONFORMANCE_ARGS)

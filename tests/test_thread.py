@@ -1,4 +1,9 @@
-"""The instrumented ThreadPoolExecutor: stdlib behaviour kept, every number exact."""
+"""The instrumented ThreadPoolExecutor: stdlib behaviour kept, every number exact.
+
+Every test runs on both of the pool's paths: its own work items on the stdlib's queue
+(known internals, the default) and each call wrapped in a ThreadTask through the stdlib's
+submit (``EXECUTOR_EXPORTER_FALLBACK=1``, or an unknown interpreter).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from executor_exporter import DEFAULT_BUCKETS, ExecutorStats, ThreadPoolExecutor
+from executor_exporter import DEFAULT_BUCKETS, ExecutorStats, ThreadPoolExecutor, _stdlib
 from helpers import (
     PACKAGE_DIR,
     THREAD_TYPE,
@@ -36,6 +41,13 @@ from helpers import (
     tb_frames,
     wait_until,
 )
+
+
+@pytest.fixture(autouse=True, params=["own-items", "wrapped"])
+def thread_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The pool's path for this test (see the module docstring)."""
+    monkeypatch.setenv(_stdlib.FALLBACK_ENV, "1" if request.param == "wrapped" else "0")
+    return str(request.param)
 
 
 class CustomBaseError(BaseException):
@@ -100,9 +112,10 @@ def test_exception_object_passes_through(registry: CollectorRegistry) -> None:
     assert_invariants(stats)
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 keeps one wrapper frame")
-def test_traceback_is_the_stdlib_one(registry: CollectorRegistry) -> None:
+def test_traceback_is_the_stdlib_one(registry: CollectorRegistry, thread_path: str) -> None:
     """The traceback has exactly the stdlib pool's frames and none from this library."""
+    if thread_path == "wrapped" and sys.version_info < (3, 11):
+        pytest.skip("3.10 keeps the wrapper's frame")
     with cf.ThreadPoolExecutor(1) as plain, ThreadPoolExecutor(1, registry=registry) as pool:
         expected = tb_frames(plain.submit(_outer, "x").exception().__traceback__)
         got = tb_frames(pool.submit(_outer, "x").exception().__traceback__)

@@ -96,10 +96,8 @@ class _Call:
 
     __slots__ = ("seq", "t_submit")
 
-    # Not swept by ExecutorState.sweep: the outcome callback settles every call.
     n = 1
     started = False
-    future = None
 
     def __init__(self, seq: int, t_submit: float) -> None:
         self.seq = seq
@@ -143,6 +141,9 @@ class RemoteState(ExecutorState):
     def started(self, seq: int) -> float:
         """When call ``seq`` started (wall clock), as far as can be seen here; or 0.0."""
         return self.board.start(seq) or self.posted.get(seq, 0.0)
+
+    def sweep(self) -> None:
+        """Nothing to sweep: each call's outcome callback settles it (see RemoteFuture)."""
 
     def settled(self, call: _Call) -> None:
         """Forget a call whose outcome is recorded."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import BrokenExecutor, Future
+from concurrent.futures import BrokenExecutor
 from operator import add
 from typing import Any, Protocol
 
@@ -39,12 +39,11 @@ class SlotSource(Protocol):
 
 
 class Call(Protocol):
-    """What the pending set holds: one submitted call (a task, or a map chunk)."""
+    """What the pending set holds, each under its future: one submitted call."""
 
     t_submit: float
     n: int
     started: bool
-    future: Future[Any] | None
 
 
 class Totals:
@@ -206,7 +205,12 @@ class ExecutorState:
         self.live = True
         #: Set when the owning executor is gone: the state is folded once quiescent.
         self.closed = False
+        #: Each call not started yet -> its future, in submission order (process pools
+        #: key theirs by future).
         self.pending: dict[Any, Any] = {}
+        #: Submissions counted under the pool's own lock (a thread pool on known
+        #: internals), beside those counted in ``submitters``.
+        self.submitted = 0
         #: Sweep from the submitting side when the pending set grows past this.
         self.sweep_at = _SWEEP_MIN
 
@@ -235,16 +239,15 @@ class ExecutorState:
         """
         with self.lock:
             pending = self.pending
-            # list(dict) is one atomic copy; the dict changes under us meanwhile.
-            # A call drops its future when it starts: read the field once.  A done future
-            # whose call has not started never starts (the stdlib skips it).
+            # list(dict.items()) is one atomic copy; the dict changes under us meanwhile,
+            # and a call leaves it when it starts (the pop below tells who took it).  A
+            # done future whose call has not started never starts (the stdlib skips it).
             ended = []
-            for call in list(pending):
-                future = call.future
-                if future is not None and not call.started and future.done():
+            for call, future in list(pending.items()):
+                if not call.started and future.done():
                     ended.append((call, future))
             for call, future in ended:
-                if pending.pop(call, 0) is None:
+                if pending.pop(call, None) is not None:
                     if future.cancelled():
                         self.cancelled += call.n
                     else:
@@ -301,7 +304,9 @@ class ExecutorState:
         started = round(sum(t.wait))
         slot_abandoned = round(summed[ABANDONED])
         ended = round(sum(t.completed) + sum(t.failed)) - slot_abandoned
-        t.submitted = round(sum(slot[SUBMITTED] for slot in self.submitters.snapshot()))
+        t.submitted = self.submitted + round(
+            sum(slot[SUBMITTED] for slot in self.submitters.snapshot())
+        )
         t.cancelled = cancelled
         t.rejected_shutdown = rejected_shutdown
         t.rejected_broken = rejected_broken

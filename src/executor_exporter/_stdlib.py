@@ -15,6 +15,7 @@ that path with ``EXECUTOR_EXPORTER_FALLBACK=1`` (:data:`FALLBACK_ENV`); tests al
 from __future__ import annotations
 
 import concurrent.futures.process as _process
+import concurrent.futures.thread as _thread
 import multiprocessing
 import os
 import sys
@@ -69,11 +70,50 @@ def forget_parent_wakeups() -> None:
 SETTLED_STATES = (FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED)
 FINISHED_STATE = FINISHED
 
-# -- thread.py (3.14-3.15) ------------------------------------------------------------------
-# ``ThreadPoolExecutor.prepare_context(initializer, initargs)``, a public name though not in
-# the docs: the classmethod the constructor calls for ``(create_context, resolve_task)``;
-# ``InterpreterPoolExecutor`` is built on it, and so is ours (see ``interpreter``).  Not a
-# private name, so it is not part of KNOWN.
+# -- thread.py --------------------------------------------------------------------------------
+
+#: ``_WorkItem.run`` (3.10-3.15): what a worker thread calls on each item of the work queue,
+#: ``run()`` before 3.14 and ``run(ctx)`` from 3.14.  It reads ``self.future`` and
+#: ``self.fn, self.args, self.kwargs`` (before 3.14) or ``self.task`` (from 3.14), calls
+#: ``future.set_running_or_notify_cancel()``, the call, then ``future.set_result()`` or
+#: ``future.set_exception()``.  A broken pool (``_initializer_failed``) calls
+#: ``set_exception`` on each queued item's ``future``, ``shutdown(cancel_futures=True)``
+#: its ``cancel()``.  Our thread pool queues items of its own that run with this very
+#: function (see ``_work_item``).
+work_item_run: Any = getattr(getattr(_thread, "_WorkItem", None), "run", None)
+
+#: Whether ``_WorkItem(future, task)`` and ``submit`` resolve the call into a task through
+#: ``self._resolve_work_item_task(fn, args, kwargs)`` (3.14-3.15), rather than
+#: ``_WorkItem(future, fn, args, kwargs)`` (3.10-3.13).
+WORK_ITEM_TAKES_TASK = sys.version_info >= (3, 14)
+
+#: ``_global_shutdown_lock`` and ``_shutdown`` (3.10-3.15), module globals: ``submit``
+#: holds the lock, with the pool's ``_shutdown_lock``, while it checks the pool's
+#: ``_broken`` and ``_shutdown`` and the module's ``_shutdown`` (interpreter exit), then puts
+#: the item on ``_work_queue`` and calls ``_adjust_thread_count()``.
+global_shutdown_lock: Any = getattr(_thread, "_global_shutdown_lock", None)
+_THREAD_POOL_NAMES = ("_shutdown_lock", "_broken", "_shutdown", "_work_queue") + (
+    ("_resolve_work_item_task",) if WORK_ITEM_TAKES_TASK else ()
+)
+
+
+def interpreter_exiting() -> bool:
+    """The thread module's ``_shutdown``: set at interpreter exit, when ``submit``
+    refuses every call."""
+    return bool(_thread._shutdown)
+
+
+def thread_pool_is_known(pool: object) -> bool:
+    """Whether this thread pool, once built by the stdlib, has the names listed above."""
+    return all(hasattr(pool, name) for name in _THREAD_POOL_NAMES) and callable(
+        getattr(pool, "_adjust_thread_count", None)
+    )
+
+
+# ``ThreadPoolExecutor.prepare_context(initializer, initargs)`` (3.14-3.15), a public name
+# though not in the docs: the classmethod the constructor calls for ``(create_context,
+# resolve_task)``; ``InterpreterPoolExecutor`` is built on it, and so is ours (see
+# ``interpreter``).  Not a private name, so it is not part of KNOWN.
 
 # -- executor attributes --------------------------------------------------------------------
 # ``_max_workers`` (thread and process pools, 3.10-3.15) and ``_mp_context`` (process
@@ -97,6 +137,12 @@ def _layout_is_known() -> bool:
     if sys.version_info[:2] not in CHECKED_VERSIONS:
         return False
     if CallItem is None or process_chunk is None:
+        return False
+    if work_item_run is None or global_shutdown_lock is None:
+        return False
+    if not isinstance(getattr(_thread, "_shutdown", None), bool):
+        return False
+    if work_item_run.__code__.co_argcount != (2 if WORK_ITEM_TAKES_TASK else 1):
         return False
     future: Future[None] = Future()
     fields = ("_state", "_exception", "_done_callbacks")

@@ -1,4 +1,8 @@
-"""The in-process task wrapper: what a thread pool (or a proxied executor) runs.
+"""The in-process task wrapper: what a proxied executor runs in place of each call.
+
+Thread pools run it too where they cannot queue a ``WorkItem`` of their own (unknown
+internals, or ``EXECUTOR_EXPORTER_FALLBACK=1``; see ``_work_item``), and so does the
+sub-interpreter pool, inside its worker context.
 
 This is the per-task hot path.  It is written flat on purpose: a few additions into the
 worker's own slot, no lock, no prometheus_client object; the numbers are summed when a
@@ -21,7 +25,7 @@ from ._state import ExecutorState
 class ThreadTask:
     """Wraps one submitted call; run by a worker thread in place of the call."""
 
-    __slots__ = ("args", "fn", "future", "kwargs", "started", "state", "t_submit")
+    __slots__ = ("args", "fn", "kwargs", "started", "state", "t_submit")
 
     # A task is one item (a process-pool map chunk may be many).
     n = 1
@@ -38,7 +42,6 @@ class ThreadTask:
         self.kwargs = kwargs
         self.state = state
         self.started = False
-        self.future: Future[Any] | None = None
         self.t_submit = monotonic()
 
     def __call__(self) -> Any:
@@ -59,9 +62,8 @@ class ThreadTask:
         self.args = ()
         self.kwargs = {}
         # The future will hold the exception, whose traceback holds this frame and the
-        # caller's (3.14's WorkerContext.run holds this task): drop both links, so that
+        # caller's (3.14's WorkerContext.run holds this task): drop the link, so that
         # reference counting alone frees the lot and, through f_back, the worker thread.
-        self.future = None
         del self
         # A task run inline inside another task (an executor that runs on the caller's
         # thread) must not hide the outer one's start.
@@ -113,13 +115,11 @@ def submit_task(
     except RuntimeError as exc:  # shutdown, or BrokenExecutor (a subclass)
         state.rejected(exc)
         raise
-    task.future = future
     pending = state.pending
-    pending[task] = None
+    pending[task] = future
     # The task may have started (and left the pending set) before it was added.
     if task.started:
         pending.pop(task, None)
-        task.future = None  # as the task does once started (see ThreadTask.__call__)
     elif len(pending) > state.sweep_at:
         state.sweep()
     state.submitters.get()[SUBMITTED] += 1.0

@@ -14,6 +14,7 @@ from ._layout import INITIALIZED
 from ._slots import ThreadSlots
 from ._state import ExecutorState
 from ._task import submit_task
+from ._work_item import TaskWorkItem, WorkItem
 from .exporter import ExecutorExporter, exporter_options, type_name
 from .stats import ExecutorStats
 
@@ -69,7 +70,7 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         name, layout = exporter_options(
             executor_id, exporter_id, registry, wait_buckets, duration_buckets
         )
-        _stdlib.check()  # the thread pool's path needs no internals, but say it once
+        known = _stdlib.check()
         slots = ThreadSlots(layout.width)
         state = ExecutorState(
             name,
@@ -88,6 +89,9 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         # ctxkwargs: 3.14's arguments of prepare_context(); refused by the stdlib before.
         super().__init__(max_workers, thread_name_prefix, wrapped, initargs, **ctxkwargs)
         self._ee_state = state
+        # Queue work items of our own (see _work_item), or wrap each call in a ThreadTask
+        # and submit it through the stdlib's submit (the proxy's path).
+        self._ee_items = known and _stdlib.thread_pool_is_known(self)
         state.add_max_workers(_stdlib.max_workers(self))
         self._ee_exporter = ExecutorExporter._for_state(self, state, registry)
 
@@ -98,7 +102,32 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
         """Like the stdlib's ``submit``, recorded."""
-        return submit_task(self._ee_state, super().submit, fn, args, kwargs)
+        state = self._ee_state
+        if not self._ee_items:
+            return submit_task(state, super().submit, fn, args, kwargs)
+        # The stdlib's submit, with our item in place of its _WorkItem (see _stdlib for
+        # each name).
+        with self._shutdown_lock, _stdlib.global_shutdown_lock:
+            refused = self._broken or self._shutdown or _stdlib.interpreter_exiting()
+            if not refused:
+                future: Future[_T] = Future()
+                if _stdlib.WORK_ITEM_TAKES_TASK:
+                    task = self._resolve_work_item_task(fn, args, kwargs)  # type: ignore[attr-defined, unused-ignore]
+                    item: Any = TaskWorkItem(state, future, task)
+                else:
+                    item = WorkItem(state, future, fn, args, kwargs)
+                # Pending before a worker can take it; counted under the lock that orders
+                # this pool's submissions, once queued (starting a thread may still fail).
+                state.pending[item] = future
+                self._work_queue.put(item)
+                state.submitted += 1
+                self._adjust_thread_count()
+        if refused:
+            # The stdlib's submit refuses too (those flags never go back), in its words.
+            return submit_task(state, super().submit, fn, args, kwargs)
+        if len(state.pending) > state.sweep_at:
+            state.sweep()
+        return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Like the stdlib's ``shutdown``; ``workers_max`` drops to 0."""
