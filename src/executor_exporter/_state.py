@@ -239,12 +239,15 @@ class ExecutorState:
         """
         with self.lock:
             pending = self.pending
-            # list(dict.items()) is one atomic copy; the dict changes under us meanwhile,
-            # and a call leaves it when it starts (the pop below tells who took it).  A
-            # done future whose call has not started never starts (the stdlib skips it).
+            # list(dict) is one atomic copy (list(dict.items()) is not: making each pair
+            # may run the garbage collector, and with it any thread); the dict changes
+            # under us meanwhile, and a call leaves it when it starts (the pop below tells
+            # who took it).  A done future whose call has not started never starts (the
+            # stdlib skips it).
             ended = []
-            for call, future in list(pending.items()):
-                if not call.started and future.done():
+            for call in list(pending):
+                future = pending.get(call)
+                if future is not None and not call.started and future.done():
                     ended.append((call, future))
             for call, future in ended:
                 if pending.pop(call, None) is not None:
