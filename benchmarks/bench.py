@@ -17,7 +17,7 @@ Targets (issue 15): thread pool submit+wait and ``list(map)`` <= 1.10x; process 
 <= 1.05x; process chunked map <= 1.10x; tasks that do something (100 µs of CPU, 1 ms of
 sleep) <= 1.05x, where the recording should vanish; a scrape of 100 executors < 10 ms.  A
 target is met when the whole 95% interval of the median ratio is under it, MISSED when
-the whole interval is over it, undecided otherwise.  A full run is 21 rounds (about 20
+the whole interval is over it, undecided otherwise.  A full run is 21 rounds (11 to 16
 minutes on 2 cores); this script reports what it measured and never fails on a miss.
 """
 

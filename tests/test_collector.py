@@ -18,7 +18,8 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from executor_exporter import METRICS, ExecutorExporter, InstrumentedExecutorProxy
+import proc_tasks
+from executor_exporter import METRICS, ExecutorExporter, InstrumentedExecutorProxy, _stdlib
 from executor_exporter import ProcessPoolExecutor as ProcessPool
 from executor_exporter import ThreadPoolExecutor as Pool
 from executor_exporter import collector as collector_module
@@ -525,3 +526,43 @@ def test_scrapes_during_executor_churn(registry: CollectorRegistry) -> None:
     assert total_cancelled == rounds * workers
     e = assert_exported_invariants(registry, "shared")
     assert e.max_workers_total == 2 * workers * (rounds // 2)
+
+
+# -- which bucket each value lands in --------------------------------------------------
+
+
+def _buckets_run(path: str, monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry) -> Any:
+    """Run tasks of 0, 0.3, 0 and 0.3 s one after the other on a one-worker pool of
+    ``path``, after a warm-up task, and return the pool's stats."""
+    monkeypatch.setenv(_stdlib.FALLBACK_ENV, "1" if path == "thread, wrapped" else "0")
+    buckets = {"wait_buckets": (0.25, 100), "duration_buckets": (0.25, 100)}
+    durations = [0.0, 0.3, 0.0, 0.3]
+    pool: cf.Executor
+    if path.startswith("thread"):
+        pool = Pool(1, registry=registry, **buckets)
+    else:
+        pool = ProcessPool(1, registry=registry, **buckets)
+    with pool:
+        pool.submit(proc_tasks.sleep_return, 0.0).result()  # worker started: no wait
+        if path == "process, map":
+            list(pool.map(proc_tasks.sleep_return, durations, chunksize=4))
+        else:
+            cf.wait([pool.submit(proc_tasks.sleep_return, d) for d in durations])
+        return pool.stats()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "path", ["thread, own items", "thread, wrapped", "process, submit", "process, map"]
+)
+def test_values_land_in_their_buckets(
+    path: str, monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry
+) -> None:
+    """Every recording path puts values in the first bucket and past it where they
+    belong (the hot paths skip the bisect for the first bucket: see _layout)."""
+    stats = _buckets_run(path, monkeypatch, registry)
+    # Cumulative, le 0.25, 100, +Inf.  Durations: three tasks of 0 s, two of 0.3 s.
+    # Waits: the warm-up and the first two tasks start at once, the last two after a
+    # task of 0.3 s each.
+    assert stats.completed_duration.buckets == (3, 5, 5)
+    assert stats.wait.buckets == (3, 5, 5)
+    assert stats.completed_duration.sum >= 0.6

@@ -168,7 +168,8 @@ def run_call(
     slot[CHUNK_BASE] = worker.started
     slot[RUN_SEQ] = float(seq)
     slot[RUN_START] = t_start
-    slot[worker.wait_base + bisect_left(worker.wait_bounds, wait)] += 1.0
+    bounds = worker.wait_bounds
+    slot[worker.wait_base + (0 if wait <= bounds[0] else bisect_left(bounds, wait))] += 1.0
     slot[WAIT_SUM] += wait
     worker.started += 1
     try:
@@ -180,7 +181,8 @@ def run_call(
         worker.ring[seq % len(worker.ring)] = float(seq)
         raise
     elapsed = monotonic() - t_start
-    slot[worker.ok_base + bisect_left(worker.bounds, elapsed)] += 1.0
+    bounds = worker.bounds
+    slot[worker.ok_base + (0 if elapsed <= bounds[0] else bisect_left(bounds, elapsed))] += 1.0
     slot[COMPLETED_SUM] += elapsed
     worker.ring[seq % len(worker.ring)] = float(seq)
     return result
@@ -197,6 +199,7 @@ def run_chunk(
     slot, ring = worker.slot, worker.ring
     wait_base, wait_bounds = worker.wait_base, worker.wait_bounds
     ok_base, bounds = worker.ok_base, worker.bounds
+    first_wait, first = wait_bounds[0], bounds[0]
     # Starts are counted by the wait histogram alone; should this worker die, the parent
     # tells how many items of this call started from it and CHUNK_BASE.  Each event is a
     # single store, so a death at any point leaves a consistent slot.  RUN_START is the
@@ -211,12 +214,12 @@ def run_chunk(
         for args in chunk:
             wait = t_start - t_submit
             slot[RUN_START] = t_start
-            slot[wait_base + bisect_left(wait_bounds, wait)] += 1.0
+            slot[wait_base + (0 if wait <= first_wait else bisect_left(wait_bounds, wait))] += 1.0
             slot[WAIT_SUM] += wait
             result = fn(*args)
             t_end = monotonic()
             elapsed = t_end - t_start
-            slot[ok_base + bisect_left(bounds, elapsed)] += 1.0
+            slot[ok_base + (0 if elapsed <= first else bisect_left(bounds, elapsed))] += 1.0
             slot[COMPLETED_SUM] += elapsed
             append(result)
             t_start = t_end

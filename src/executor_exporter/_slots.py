@@ -23,11 +23,13 @@ class _Token:
 class ThreadSlots:
     """The slots of one executor instance's worker threads."""
 
-    __slots__ = ("_free", "_local", "_owners", "_width", "slots")
+    __slots__ = ("_free", "_owners", "_width", "local", "slots")
 
     def __init__(self, width: int) -> None:
         self._width = width
-        self._local = threading.local()
+        #: ``local.slot`` is the calling thread's slot once claimed: hot paths read it
+        #: inline and call get() only on AttributeError.
+        self.local = threading.local()
         self._free: list[list[float]] = []
         # Keeps the weak references alive so that their callbacks run.
         self._owners: dict[int, weakref.ref[_Token]] = {}
@@ -37,7 +39,7 @@ class ThreadSlots:
     def get(self) -> list[float]:
         """Return the calling thread's slot, claiming one on first use."""
         try:
-            slot: list[float] = self._local.slot
+            slot: list[float] = self.local.slot
         except AttributeError:
             slot = self._claim()
         return slot
@@ -60,8 +62,8 @@ class ThreadSlots:
 
         ref = weakref.ref(token, release)
         owners[id(ref)] = ref
-        self._local.token = token
-        self._local.slot = slot
+        self.local.token = token
+        self.local.slot = slot
         return slot
 
     def live(self) -> int:

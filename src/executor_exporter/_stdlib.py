@@ -97,12 +97,6 @@ _THREAD_POOL_NAMES = ("_shutdown_lock", "_broken", "_shutdown", "_work_queue") +
 )
 
 
-def interpreter_exiting() -> bool:
-    """The thread module's ``_shutdown``: set at interpreter exit, when ``submit``
-    refuses every call."""
-    return bool(_thread._shutdown)
-
-
 def thread_pool_is_known(pool: object) -> bool:
     """Whether this thread pool, once built by the stdlib, has the names listed above."""
     return all(hasattr(pool, name) for name in _THREAD_POOL_NAMES) and callable(

@@ -49,12 +49,16 @@ class ThreadTask:
         state = self.state
         layout = state.layout
         slots: ThreadSlots = state.slots  # type: ignore[assignment]
-        slot = slots.get()
+        try:  # slots.get(), inline
+            slot: list[float] = slots.local.slot
+        except AttributeError:
+            slot = slots.get()
         # Order matters: flag, count the start, then leave the pending set, so that the
         # task is always visible somewhere (see submit_task and the collector's retiring).
         self.started = True
         wait = t_start - self.t_submit
-        slot[layout.wait + bisect_left(layout.wait_bounds, wait)] += 1.0
+        bounds = layout.wait_bounds
+        slot[layout.wait + (0 if wait <= bounds[0] else bisect_left(bounds, wait))] += 1.0
         slot[WAIT_SUM] += wait
         state.pending.pop(self, None)
         fn, args, kwargs = self.fn, self.args, self.kwargs
@@ -86,7 +90,9 @@ class ThreadTask:
             del tb  # it refers to this frame: a cycle
             raise
         elapsed = monotonic() - t_start
-        slot[layout.completed + bisect_left(layout.duration_bounds, elapsed)] += 1.0
+        bounds = layout.duration_bounds
+        i = 0 if elapsed <= bounds[0] else bisect_left(bounds, elapsed)
+        slot[layout.completed + i] += 1.0
         slot[COMPLETED_SUM] += elapsed
         if outer:
             slot[RUN_START] = 0.0

@@ -28,6 +28,7 @@ from typing import Any
 
 from . import _stdlib
 from ._layout import COMPLETED_SUM, FAILED_SUM, RUN_START, WAIT_SUM
+from ._slots import ThreadSlots
 from ._state import ExecutorState
 
 
@@ -46,6 +47,9 @@ class _RecordingItem:
     # One call is one task (a process-pool map chunk may be many).
     n = 1
 
+    #: The stdlib's ``_WorkItem.run``, which takes the item for its own.
+    run = _stdlib.work_item_run
+
     #: The slots that hold the call (and the caller's objects).
     _CALL: tuple[str, ...] = ()
 
@@ -63,14 +67,19 @@ class _RecordingItem:
         t_start = monotonic()
         state = self.state
         layout = state.layout
-        slot: list[float] = state.slots.get()  # type: ignore[attr-defined]
+        slots: ThreadSlots = state.slots  # type: ignore[assignment]
+        try:  # ThreadSlots.get(), inline: a frame is a tenth of what recording costs
+            slot: list[float] = slots.local.slot
+        except AttributeError:
+            slot = slots.get()
         self.slot = slot
         # Order matters: flag, count the start, then leave the pending set, so that the
         # call is always visible somewhere (see ExecutorState.read and sweep).  A worker
         # thread runs its pool's items one at a time: RUN_START is this call's.
         self.started = True
         wait = t_start - self.t_submit
-        slot[layout.wait + bisect_left(layout.wait_bounds, wait)] += 1.0
+        bounds = layout.wait_bounds
+        slot[layout.wait + (0 if wait <= bounds[0] else bisect_left(bounds, wait))] += 1.0
         slot[WAIT_SUM] += wait
         slot[RUN_START] = t_start
         state.pending.pop(self, None)
@@ -80,7 +89,9 @@ class _RecordingItem:
         slot = self.slot
         elapsed = monotonic() - slot[RUN_START]
         layout = self.state.layout
-        slot[layout.completed + bisect_left(layout.duration_bounds, elapsed)] += 1.0
+        bounds = layout.duration_bounds
+        i = 0 if elapsed <= bounds[0] else bisect_left(bounds, elapsed)
+        slot[layout.completed + i] += 1.0
         slot[COMPLETED_SUM] += elapsed
         slot[RUN_START] = 0.0
         self.future = None
@@ -113,8 +124,6 @@ class WorkItem(_RecordingItem):
     __slots__ = ("args", "fn", "kwargs")
     _CALL = __slots__
 
-    run = _stdlib.work_item_run
-
     def __init__(
         self,
         state: ExecutorState,
@@ -139,8 +148,6 @@ class TaskWorkItem(_RecordingItem):
 
     __slots__ = ("task",)
     _CALL = __slots__
-
-    run = _stdlib.work_item_run
 
     def __init__(self, state: ExecutorState, real: Future[Any], task: Any) -> None:
         self.state = state

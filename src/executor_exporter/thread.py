@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.thread as _cf_thread
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -108,7 +109,8 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         # The stdlib's submit, with our item in place of its _WorkItem (see _stdlib for
         # each name).
         with self._shutdown_lock, _stdlib.global_shutdown_lock:
-            refused = self._broken or self._shutdown or _stdlib.interpreter_exiting()
+            # The module's _shutdown: set at interpreter exit.
+            refused = self._broken or self._shutdown or _cf_thread._shutdown
             if not refused:
                 future: Future[_T] = Future()
                 if _stdlib.WORK_ITEM_TAKES_TASK:
