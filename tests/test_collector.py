@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import gc
+import multiprocessing as mp
 import sys
 import threading
 import time
@@ -19,10 +20,19 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 import proc_tasks
-from executor_exporter import METRICS, ExecutorExporter, InstrumentedExecutorProxy, _stdlib
+from executor_exporter import (
+    METRICS,
+    ExecutorExporter,
+    InstrumentedExecutorProxy,
+    _child,
+    _stdlib,
+    _task,
+    _work_item,
+)
 from executor_exporter import ProcessPoolExecutor as ProcessPool
 from executor_exporter import ThreadPoolExecutor as Pool
 from executor_exporter import collector as collector_module
+from executor_exporter import process as process_module
 from executor_exporter._state import ExecutorState
 from executor_exporter.collector import collector_for
 from executor_exporter.exporter import type_name
@@ -36,6 +46,8 @@ from helpers import (
     has_series,
     sample,
 )
+
+FORK = mp.get_context("fork")
 
 
 def _fail(x: int) -> int:
@@ -532,23 +544,38 @@ def test_scrapes_during_executor_churn(registry: CollectorRegistry) -> None:
 
 
 def _buckets_run(path: str, monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry) -> Any:
-    """Run tasks of 0, 0.3, 0 and 0.3 s one after the other on a one-worker pool of
-    ``path``, after a warm-up task, and return the pool's stats."""
+    """Run a first task, then tasks of 0, 0.3, 0 and 0.3 s one after the other on a
+    one-worker pool of ``path``, and return the pool's stats.
+
+    Time is ``proc_tasks.fake_clock``, which only the tasks move: on a busy machine a
+    real task of 0 s can take longer than the first bound (a CI run saw it).  Process
+    pools fork, so that their workers read the same clock.
+    """
     monkeypatch.setenv(_stdlib.FALLBACK_ENV, "1" if path == "thread, wrapped" else "0")
+    monkeypatch.setattr(proc_tasks, "fake_now", 0.0)
+    for module in (_work_item, _task, _child, process_module):
+        monkeypatch.setattr(module, "monotonic", proc_tasks.fake_clock)
     buckets = {"wait_buckets": (0.25, 100), "duration_buckets": (0.25, 100)}
     durations = [0.0, 0.3, 0.0, 0.3]
-    pool: cf.Executor
     if path.startswith("thread"):
-        pool = Pool(1, registry=registry, **buckets)
-    else:
-        pool = ProcessPool(1, registry=registry, **buckets)
-    with pool:
-        pool.submit(proc_tasks.sleep_return, 0.0).result()  # worker started: no wait
+        with Pool(1, registry=registry, **buckets) as pool:
+            # The worker holds at the gate until every task is submitted: submitting
+            # reads the clock the worker moves.
+            gate = threading.Event()
+            first = pool.submit(gate.wait, 30)
+            futures = [pool.submit(proc_tasks.advance_clock, d) for d in durations]
+            gate.set()
+            assert first.result() is True
+            cf.wait(futures)
+            return pool.stats()
+    # The parent's clock stands still: only the worker's copy moves.
+    with ProcessPool(1, registry=registry, mp_context=FORK, **buckets) as ppool:
+        ppool.submit(proc_tasks.advance_clock, 0.0).result()
         if path == "process, map":
-            list(pool.map(proc_tasks.sleep_return, durations, chunksize=4))
+            list(ppool.map(proc_tasks.advance_clock, durations, chunksize=4))
         else:
-            cf.wait([pool.submit(proc_tasks.sleep_return, d) for d in durations])
-        return pool.stats()  # type: ignore[attr-defined]
+            cf.wait([ppool.submit(proc_tasks.advance_clock, d) for d in durations])
+        return ppool.stats()
 
 
 @pytest.mark.parametrize(
@@ -561,8 +588,9 @@ def test_values_land_in_their_buckets(
     belong (the hot paths skip the bisect for the first bucket: see _layout)."""
     stats = _buckets_run(path, monkeypatch, registry)
     # Cumulative, le 0.25, 100, +Inf.  Durations: three tasks of 0 s, two of 0.3 s.
-    # Waits: the warm-up and the first two tasks start at once, the last two after a
+    # Waits: the first task and the next two start at once, the last two after a
     # task of 0.3 s each.
     assert stats.completed_duration.buckets == (3, 5, 5)
     assert stats.wait.buckets == (3, 5, 5)
-    assert stats.completed_duration.sum >= 0.6
+    assert stats.completed_duration.sum == pytest.approx(0.6)
+    assert stats.wait.sum == pytest.approx(0.6)
