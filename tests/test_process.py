@@ -120,12 +120,24 @@ def test_map_chunk_stops_at_the_failing_item(registry: CollectorRegistry) -> Non
     check_invariants(s)
 
 
-def test_map_timeout(registry: CollectorRegistry) -> None:
+def test_map_timeout(registry: CollectorRegistry, tmp_path: Path) -> None:
+    """map's timeout raises TimeoutError when a result is late.  The late call waits for
+    a file, not for the clock, and the worker is up before the timeout starts: a loaded
+    machine can make neither result early or late (a CI run on 3.14 saw the first, a 0 s
+    call, miss a 0.5 s timeout while the worker process started)."""
+    ready, gate = tmp_path / "ready", tmp_path / "go"
+    ready.touch()
     with ProcessPoolExecutor(1, registry=registry) as pool:
-        it = pool.map(t.sleep_return, [0.0, 2.0], timeout=0.5)
-        assert next(it) == 0.0
-        with pytest.raises(cf.TimeoutError):
+        pool.submit(t.square, 0).result(timeout=60)
+        it = pool.map(t.wait_for_file, [str(ready), str(gate)], timeout=2.0)
+        assert next(it) == str(ready)
+        with pytest.raises(cf.TimeoutError) as raised:
             next(it)
+        # map's own TimeoutError, not the late call's (which names its file).
+        assert raised.value.args == ()
+        gate.touch()  # the late call ends: shutdown does not wait out its 30 s
+    s = pool.stats()
+    assert (s.submitted, s.completed, s.failed, s.cancelled) == (3, 3, 0, 0)
 
 
 def test_map_rejects_bad_chunksize(registry: CollectorRegistry) -> None:
